@@ -1,0 +1,94 @@
+"""The ``brainvq`` command line.
+
+Sub-commands report bad input as one line on stderr (``brainvq: error: <file or setting>: <reason>``) and exit
+with status 2, never with a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from brainvq_monai.utils.errors import BrainVQError
+
+__all__ = ["main", "build_parser"]
+
+
+def _cmd_demo_data(args: argparse.Namespace) -> int:
+    from brainvq_monai.data.demo import make_demo_cohort
+
+    summary = make_demo_cohort(args.out, subjects=args.subjects, seed=args.seed, slices_per_subject=args.slices)
+    print(summary)
+    return 0
+
+
+def _cmd_datalist(args: argparse.Namespace) -> int:
+    from brainvq_monai.data.datalist import build_datalist, format_summary, write_datalist
+
+    datalist = build_datalist(
+        args.format,
+        args.root,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        slices=args.slices,
+        strict=args.strict,
+    )
+    write_datalist(datalist, args.out)
+    print(format_summary(datalist))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Builds the ``brainvq`` argument parser.
+
+    Returns:
+        the parser, with one sub-parser per command.
+    """
+    parser = argparse.ArgumentParser(prog="brainvq", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo-data", help="synthesise a demo cohort (OASIS, ADNI and NIfTI layouts) from MNI152")
+    p.add_argument("--out", required=True, help="output folder (created)")
+    p.add_argument("--subjects", type=int, default=20, help="number of subjects (default 20)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--slices", type=int, default=20, help="axial slices per subject in the 2D layouts (default 20)")
+    p.set_defaults(func=_cmd_demo_data)
+
+    p = sub.add_parser("datalist", help="write a leak-free MONAI datalist for an OASIS, ADNI or NIfTI folder")
+    p.add_argument("--format", required=True, choices=["oasis", "adni", "nifti"])
+    p.add_argument("--root", required=True, help="dataset root folder (read only)")
+    p.add_argument("--out", required=True, help="datalist JSON file to write")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="fraction of subjects held out for validation")
+    p.add_argument("--seed", type=int, default=0, help="seed of the subject split")
+    p.add_argument("--slices", choices=["axial"], default=None, help="NIfTI only: list the axial slices holding brain")
+    p.add_argument("--strict", action="store_true", help="fail on any unreadable file instead of skipping it")
+    p.set_defaults(func=_cmd_datalist)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``brainvq`` console script.
+
+    Args:
+        argv: arguments (defaults to ``sys.argv[1:]``).
+
+    Returns:
+        the process exit status.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except BrainVQError as err:
+        print(f"brainvq: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("brainvq: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

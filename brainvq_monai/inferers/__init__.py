@@ -1,0 +1,3 @@
+from .sampling import draw_tokens, sample_codes, token_nll
+
+__all__ = ["draw_tokens", "sample_codes", "token_nll"]

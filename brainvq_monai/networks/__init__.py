@@ -1,0 +1,3 @@
+from .nets import AutoregressivePrior, IncrementalDecoder
+
+__all__ = ["AutoregressivePrior", "IncrementalDecoder"]

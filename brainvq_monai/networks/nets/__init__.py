@@ -1,0 +1,3 @@
+from .prior import AutoregressivePrior, IncrementalDecoder
+
+__all__ = ["AutoregressivePrior", "IncrementalDecoder"]

@@ -1,0 +1,3 @@
+from .errors import BrainVQError, BrainVQInputError
+
+__all__ = ["BrainVQError", "BrainVQInputError"]
