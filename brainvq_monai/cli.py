@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 from brainvq_monai.utils.errors import BrainVQError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "find_brainvq_error"]
 
 
 def _cmd_demo_data(args: argparse.Namespace) -> int:
@@ -38,6 +38,25 @@ def _cmd_datalist(args: argparse.Namespace) -> int:
     print(format_summary(datalist))
     print(f"wrote {args.out}")
     return 0
+
+
+def find_brainvq_error(err: BaseException | None) -> BrainVQError | None:
+    """The :class:`BrainVQError` behind ``err``, following ``__cause__``/``__context__`` (MONAI's ``Compose`` and
+    Ignite re-raise transform errors wrapped in ``RuntimeError``).
+
+    Args:
+        err: the exception raised.
+
+    Returns:
+        the first ``BrainVQError`` in the chain, or ``None``.
+    """
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, BrainVQError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,8 +101,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except BrainVQError as err:
-        print(f"brainvq: error: {err}", file=sys.stderr)
+    except Exception as err:  # noqa: BLE001 - bad input anywhere (even wrapped by MONAI's Compose) is one line
+        cause = find_brainvq_error(err)
+        if cause is None:
+            raise
+        print(f"brainvq: error: {cause}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("brainvq: interrupted", file=sys.stderr)
