@@ -150,7 +150,7 @@ def test_extract_slice_matches_nibabel_canonical(files):
     vol = LoadBrainImaged("image")({"image": str(files["niigz"])})["image"]
     ras = Orientationd("image", axcodes="RAS", labels=None)({"image": vol})["image"]
     for k in (0, 3, canon.shape[-1] - 1):
-        expected = np.flip(canon[..., k], axis=1)  # documented: flip posterior->anterior so anterior is row 0
+        expected = np.flip(canon[..., k], axis=(0, 1))  # documented: radiological, anterior is row 0
         d = ExtractAxialSliced("image")({"image": ras, "slice": k})
         np.testing.assert_array_equal(d["image"][0].numpy(), expected)
         assert d["slice"] == k
@@ -161,18 +161,19 @@ def test_extract_slice_matches_nibabel_canonical(files):
     s = ExtractAxialSlice()(ras, k)
     x, y = 2, 5
     world_slice = s.affine.numpy() @ np.array([x, y, 0.0, 1.0])
-    world_vol = ras.affine.numpy() @ np.array([x, s.shape[-1] - 1 - y, k, 1.0])
+    world_vol = ras.affine.numpy() @ np.array([s.shape[-2] - 1 - x, s.shape[-1] - 1 - y, k, 1.0])
     np.testing.assert_allclose(world_slice, world_vol, atol=1e-6)
     with pytest.raises(BrainVQInputError, match="slice 99 out of range"):
         ExtractAxialSlice()(ras, 99)
 
 
 def test_slice_orientation_matches_2d_convention(tmp_path):
-    """A marker at the anterior-left of the head lands where a PNG with a marker at its top-left puts it."""
+    """A marker at the anterior-right of the head lands where a PNG with a marker at its top-left puts it
+    (radiological convention: the patient's right on the image's left, anterior at the top)."""
     vol = np.full((20, 24, 10), 10.0, np.float32)
     # LPS-like storage: voxel i -> patient right-to-left (x decreasing), j -> anterior-to-posterior, k -> superior
     lps = np.diag([-1.0, -1.0, 1.0, 1.0])
-    vol[-3:, :3, :] = 200.0  # i large = patient left, j small = anterior
+    vol[:3, :3, :] = 200.0  # i small = patient right, j small = anterior
     nib.save(nib.Nifti1Image(vol, lps), tmp_path / "m.nii.gz")
     png = np.full((24, 20), 10, np.uint8)  # (H, W)
     png[:3, :3] = 200  # top rows, left columns

@@ -34,9 +34,10 @@ class ExtractAxialSlice(Transform):
     The volume is brought to RAS first (a no-op after ``Orientationd(axcodes="RAS")``; volumes given as plain tensors
     are assumed RAS), so ``k`` indexes the inferior-to-superior axis exactly as
     :func:`brainvq_monai.data.image_io.brain_axial_slices` and ``nibabel.as_closest_canonical(img).get_fdata()[..., k]``.
-    The RAS slice ``s[x, y]`` (x: left to right, y: posterior to anterior) is flipped along ``y`` so that, in the
-    ``(W, H)`` layout of 2D images (``data[column, row]``, as ``LoadImage``/``PILReader`` return), anterior is the
-    top row and the patient's left is the image's left column (neurological display convention).
+    The RAS slice ``s[x, y]`` (x: patient left to right, y: posterior to anterior) is flipped along both axes so
+    that, in the ``(W, H)`` layout of 2D images (``data[column, row]``, as ``LoadImage``/``PILReader`` return),
+    anterior is the top row and the patient's right is the image's left column: the radiological convention of
+    the OASIS/ADNI slice files and of ``brainvq demo-data``.
     The output affine maps the 2D voxel grid into the slice's world (RAS, mm) coordinates.
 
     Args:
@@ -71,13 +72,18 @@ class ExtractAxialSlice(Transform):
         if not 0 <= k < depth:
             raise BrainVQInputError(where, f"slice {k} out of range for a volume with {depth} axial slices")
         plain = img.as_tensor() if isinstance(img, MetaTensor) else img
-        out = torch.flip(plain[..., k], dims=(-1,)).contiguous()
+        out = torch.flip(plain[..., k], dims=(-2, -1)).contiguous()
         if not isinstance(img, MetaTensor):
             return out
-        height = int(img.shape[-2])
-        # 2D voxel (x, y) -> volume voxel (x, height - 1 - y, k); the third column keeps the slice normal
+        width, height = int(img.shape[-3]), int(img.shape[-2])
+        # 2D voxel (x, y) -> volume voxel (width - 1 - x, height - 1 - y, k); the third column keeps the slice normal
         to_volume = torch.tensor(
-            [[1.0, 0.0, 0.0, 0.0], [0.0, -1.0, 0.0, height - 1.0], [0.0, 0.0, 1.0, float(k)], [0.0, 0.0, 0.0, 1.0]],
+            [
+                [-1.0, 0.0, 0.0, width - 1.0],
+                [0.0, -1.0, 0.0, height - 1.0],
+                [0.0, 0.0, 1.0, float(k)],
+                [0.0, 0.0, 0.0, 1.0],
+            ],
             dtype=torch.float64,
         )
         affine = img.affine.to(torch.float64) @ to_volume
