@@ -1,1 +1,3 @@
-__all__: list[str] = []
+from .quantizer import RobustEMAQuantizer, RobustVectorQuantizer, codebook_perplexity
+
+__all__ = ["RobustEMAQuantizer", "RobustVectorQuantizer", "codebook_perplexity"]
