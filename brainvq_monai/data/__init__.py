@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .codes import CodesDataset
 from .datalist import (
     DATALIST_FORMATS,
     LABEL_NAMES,
@@ -25,6 +26,7 @@ from .image_io import (
     robust_max,
     validate_image,
 )
+from .writers import save_image
 
 __all__ = [
     "DATALIST_FORMATS",
@@ -45,6 +47,8 @@ __all__ = [
     "robust_max",
     "validate_image",
     "make_demo_cohort",
+    "CodesDataset",
+    "save_image",
 ]
 
 

@@ -1,1 +1,26 @@
-__all__: list[str] = []
+from .evaluators import PriorEvaluator, VQVAEEvaluator
+from .prior_trainer import PriorTrainer
+from .utils import (
+    autocast,
+    lower_is_better,
+    output_losses,
+    prepare_codes,
+    prepare_images,
+    to_channels_last,
+    vqvae_forward,
+)
+from .vqvae_trainer import VQVAETrainer
+
+__all__ = [
+    "PriorEvaluator",
+    "PriorTrainer",
+    "VQVAEEvaluator",
+    "VQVAETrainer",
+    "autocast",
+    "lower_is_better",
+    "output_losses",
+    "prepare_codes",
+    "prepare_images",
+    "to_channels_last",
+    "vqvae_forward",
+]

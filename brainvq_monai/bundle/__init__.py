@@ -1,0 +1,12 @@
+from .samples import generate_samples, reference_affine
+from .utils import default_bundle_root, encode_codes, ensure_datalist, latent_shape_of, load_network
+
+__all__ = [
+    "default_bundle_root",
+    "encode_codes",
+    "ensure_datalist",
+    "generate_samples",
+    "latent_shape_of",
+    "load_network",
+    "reference_affine",
+]

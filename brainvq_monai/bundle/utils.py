@@ -1,0 +1,225 @@
+"""Helpers that keep the bundle configs thin: data bootstrap, checkpoints, cached codes, paths."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from brainvq_monai.utils.errors import BrainVQInputError
+
+__all__ = [
+    "default_bundle_root",
+    "ensure_datalist",
+    "load_network",
+    "encode_codes",
+    "latent_shape_of",
+]
+
+logger = logging.getLogger(__name__)
+
+_DEMO_MARKER = "demo_cohort.json"
+
+
+def default_bundle_root(name: str) -> str:
+    """The folder of bundle ``name`` in this source tree (``bundles/<name>``), else the current folder.
+
+    Bundle configs use it for ``bundle_root`` so ``python -m monai.bundle run`` works from any folder;
+    ``--bundle_root`` overrides it.
+
+    Args:
+        name: bundle folder name, e.g. ``"brain_vqvae_2d"``.
+
+    Returns:
+        an absolute path.
+    """
+    candidate = Path(__file__).resolve().parents[2] / "bundles" / name
+    return str(candidate if candidate.is_dir() else Path.cwd())
+
+
+def _data_root(dataset_dir: Path, data_format: str) -> Path:
+    if data_format == "nifti" and (dataset_dir / "nifti").is_dir():
+        return dataset_dir / "nifti"
+    return dataset_dir
+
+
+def ensure_datalist(
+    datalist: str | os.PathLike,
+    dataset_dir: str | os.PathLike,
+    data_format: str = "adni",
+    slices: str | None = None,
+    create_demo: bool = True,
+    demo_subjects: int = 20,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+) -> dict[str, Any]:
+    """Loads the datalist, building it (and, for an absent data folder, the demo cohort) when needed.
+
+    * ``datalist`` exists: it is loaded; its ``root`` must lie in ``dataset_dir`` (else a one-line error: a
+      datalist for other data was given).
+    * otherwise, when ``dataset_dir`` is missing or empty and ``create_demo``: the synthetic demo cohort is written
+      there (``brainvq demo-data``); then the datalist is built (``brainvq datalist``) and written to ``datalist``.
+      A user's data folder is only read.
+
+    Args:
+        datalist: path of the datalist JSON.
+        dataset_dir: dataset folder (the demo cohort root, or OASIS / ADNI / NIfTI data).
+        data_format: ``"oasis"``, ``"adni"`` or ``"nifti"``.
+        slices: ``"axial"`` to list the axial slices of NIfTI volumes (2D bundle), ``None`` for volumes.
+        create_demo: create the demo cohort when ``dataset_dir`` is missing or empty.
+        demo_subjects: subjects in a created demo cohort.
+        seed: seed of the demo cohort and of the split.
+        val_fraction: validation fraction of the split.
+
+    Returns:
+        the datalist dict (``training``, ``validation``, ``test``, ``labels``, ...).
+    """
+    from brainvq_monai.data.datalist import build_datalist, format_summary, write_datalist
+
+    datalist_path = Path(os.path.abspath(os.fspath(datalist)))
+    data_dir = Path(os.path.abspath(os.fspath(dataset_dir)))
+    if datalist_path.is_file():
+        with open(datalist_path, encoding="utf-8") as f:
+            try:
+                loaded = json.load(f)
+            except json.JSONDecodeError as err:
+                raise BrainVQInputError(datalist_path, f"not valid JSON ({err.msg}, line {err.lineno})") from None
+        root = loaded.get("root")
+        if root and not Path(root).resolve().is_relative_to(data_dir.resolve()):
+            raise BrainVQInputError(
+                datalist_path, f"lists data under {root}, not under dataset_dir {data_dir}; pass a matching --datalist"
+            )
+        return loaded
+    empty = not data_dir.exists() or (data_dir.is_dir() and not any(data_dir.iterdir()))
+    if empty:
+        if not create_demo:
+            raise BrainVQInputError(data_dir, "dataset_dir is missing or empty")
+        from brainvq_monai.data.demo import make_demo_cohort
+
+        logger.info(f"dataset_dir {data_dir} is empty: creating the demo cohort there")
+        make_demo_cohort(data_dir, subjects=demo_subjects, seed=seed)
+    built = build_datalist(
+        data_format, _data_root(data_dir, data_format), val_fraction=val_fraction, seed=seed, slices=slices
+    )
+    write_datalist(built, datalist_path)
+    logger.info(f"wrote {datalist_path}\n{format_summary(built)}")
+    return built
+
+
+def load_network(
+    network: torch.nn.Module, checkpoint: str | os.PathLike, device: str | torch.device | None = None
+) -> torch.nn.Module:
+    """Loads weights into ``network`` from a MONAI ``CheckpointSaver`` file or a plain state dict.
+
+    Args:
+        network: the network (its architecture must match).
+        checkpoint: ``.pt`` file: a state dict, or a dict with one of ``"model"``, ``"network"``, ``"state_dict"``.
+        device: move the network there.
+
+    Returns:
+        the network, in eval mode.
+    """
+    path = os.fspath(checkpoint)
+    if not os.path.isfile(path):
+        raise BrainVQInputError(
+            path, "checkpoint not found; train the model first (train_vqvae.json / train_prior.json)"
+        )
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("model", "network", "state_dict"):
+        if isinstance(state, Mapping) and key in state and isinstance(state[key], Mapping):
+            state = state[key]
+            break
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise BrainVQInputError(path, f"does not match the configured network: {first}") from None
+    if device is not None:
+        network.to(device)
+    return network.eval()
+
+
+def _fingerprint(checkpoint: str, items: Sequence[Mapping[str, Any]], extra: str) -> str:
+    h = hashlib.sha256()
+    stat = os.stat(checkpoint)
+    h.update(f"{os.path.abspath(checkpoint)}|{stat.st_size}|{stat.st_mtime_ns}|{extra}".encode())
+    for it in items:
+        h.update(f"{it.get('image')}|{it.get('slice', '')}|{it.get('label', '')}\n".encode())
+    return h.hexdigest()
+
+
+def encode_codes(
+    vqvae: torch.nn.Module,
+    vqvae_checkpoint: str | os.PathLike,
+    items: Sequence[Mapping[str, Any]],
+    transform: Callable,
+    cache_file: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    batch_size: int = 16,
+    num_workers: int = 0,
+) -> Any:
+    """Encodes ``items`` into code maps once and caches them; reuses the cache while inputs are unchanged.
+
+    The cache is keyed by the VQ-VAE checkpoint (path, size, mtime), the listed files and ``transform``'s class, so
+    a retrained VQ-VAE or another datalist re-encodes.
+
+    Args:
+        vqvae: the VQ-VAE architecture (weights are loaded from ``vqvae_checkpoint``).
+        vqvae_checkpoint: trained VQ-VAE weights.
+        items: datalist items.
+        transform: the deterministic (validation) preprocessing.
+        cache_file: where the codes are cached (``torch.save``).
+        device: device of the VQ-VAE.
+        batch_size: encoding batch size.
+        num_workers: data loader workers.
+
+    Returns:
+        a :class:`~brainvq_monai.data.codes.CodesDataset`.
+    """
+    from monai.data import DataLoader, Dataset
+
+    from brainvq_monai.data.codes import CodesDataset
+    from brainvq_monai.inferers.prior_inferer import AutoregressivePriorInferer, load_codes, save_codes
+
+    if not items:
+        raise BrainVQInputError(cache_file, "no items to encode (empty split)")
+    ckpt = os.fspath(vqvae_checkpoint)
+    if not os.path.isfile(ckpt):
+        raise BrainVQInputError(ckpt, "VQ-VAE checkpoint not found; run train_vqvae.json first")
+    key = _fingerprint(ckpt, items, type(transform).__name__)
+    cache = Path(os.fspath(cache_file))
+    key_file = cache.with_suffix(cache.suffix + ".key")
+    if cache.is_file() and key_file.is_file() and key_file.read_text().strip() == key:
+        return CodesDataset(load_codes(cache))
+    load_network(vqvae, ckpt, device)
+    loader = DataLoader(Dataset(list(items), transform), batch_size=batch_size, num_workers=num_workers)
+    batches = ({**b, "image": torch.as_tensor(b["image"]).as_tensor()} for b in loader)  # metadata not needed
+    encoded = AutoregressivePriorInferer().encode_dataset(vqvae, batches, device=device, verbose=True)
+    save_codes(encoded, cache)
+    key_file.write_text(key + "\n")
+    logger.info(f"encoded {len(encoded['codes'])} images into codes {tuple(encoded['codes'].shape[1:])} -> {cache}")
+    return CodesDataset(encoded)
+
+
+def latent_shape_of(vqvae: torch.nn.Module, spatial_size: Sequence[int]) -> tuple[int, ...]:
+    """Spatial shape of the code map of a VQ-VAE for images of ``spatial_size``.
+
+    Args:
+        vqvae: a VQ-VAE with ``latent_shape`` (``BrainVQVAE``) or any MONAI ``VQVAE`` (measured by a dry run).
+        spatial_size: image spatial size.
+
+    Returns:
+        the latent spatial shape.
+    """
+    if hasattr(vqvae, "latent_shape"):
+        return tuple(int(s) for s in vqvae.latent_shape(spatial_size))
+    device = next(vqvae.parameters()).device
+    with torch.no_grad():
+        z = vqvae.encode(torch.zeros(1, vqvae.in_channels, *spatial_size, device=device))
+    return tuple(z.shape[2:])

@@ -1,0 +1,156 @@
+"""Small pieces shared by the trainers and evaluators: autocast, memory format, batch parsing."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from monai.data import MetaTensor
+from monai.utils import CommonKeys as Keys
+
+__all__ = [
+    "autocast",
+    "lower_is_better",
+    "output_losses",
+    "prepare_codes",
+    "prepare_images",
+    "to_channels_last",
+    "vqvae_forward",
+]
+
+
+def autocast(device: torch.device | str, enabled: bool, dtype: torch.dtype = torch.bfloat16):
+    """Autocast context for ``device`` (bf16 by default, so no gradient scaler is needed), or a no-op.
+
+    Args:
+        device: the engine's device.
+        enabled: whether mixed precision is wanted.
+        dtype: the reduced precision type.
+
+    Returns:
+        a context manager.
+    """
+    device = torch.device(device)
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def to_channels_last(x: Any, enabled: bool = True) -> Any:
+    """Puts a 4D (2D images) or 5D (3D volumes) tensor or module in channels-last memory format.
+
+    Args:
+        x: tensor or module.
+        enabled: no-op when False.
+
+    Returns:
+        ``x`` in channels-last format where that applies, else ``x`` unchanged.
+    """
+    if not enabled:
+        return x
+    if isinstance(x, torch.nn.Module):
+        return x.to(memory_format=torch.channels_last)
+    if isinstance(x, torch.Tensor) and x.ndim == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    if isinstance(x, torch.Tensor) and x.ndim == 5:
+        return x.contiguous(memory_format=torch.channels_last_3d)
+    return x
+
+
+def _plain(x: Any) -> torch.Tensor:
+    """A plain tensor: engines work on batches, the (per-item) metadata stays in ``engine.state.batch``."""
+    x = torch.as_tensor(x)
+    return x.as_tensor() if isinstance(x, MetaTensor) else x
+
+
+def prepare_images(
+    batchdata: Mapping, device: torch.device | str | None = None, non_blocking: bool = False, **kwargs: Any
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``prepare_batch`` for autoencoders: returns ``(image, label)``; the label (a class, if any) is not a target.
+
+    Args:
+        batchdata: a collated dict with ``"image"`` and optionally ``"label"``.
+        device: target device.
+        non_blocking: asynchronous host-to-device copy.
+        kwargs: further arguments of ``Tensor.to``.
+
+    Returns:
+        ``(images, labels or None)`` on ``device``.
+    """
+    images = _plain(batchdata[Keys.IMAGE]).to(device=device, non_blocking=non_blocking, **kwargs)
+    labels = batchdata.get(Keys.LABEL)
+    if labels is not None:
+        labels = _plain(labels).to(device=device, non_blocking=non_blocking)
+    return images, labels
+
+
+def prepare_codes(
+    batchdata: Mapping, device: torch.device | str | None = None, non_blocking: bool = False, **kwargs: Any
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``prepare_batch`` for priors over cached code maps: returns ``(codes, class labels or None)``.
+
+    Args:
+        batchdata: a collated dict with ``"codes"`` (long) and optionally ``"label"``.
+        device: target device.
+        non_blocking: asynchronous host-to-device copy.
+        kwargs: ignored (kept for the MONAI ``prepare_batch`` signature).
+
+    Returns:
+        ``(codes, labels or None)`` on ``device``.
+    """
+    codes = _plain(batchdata["codes"]).long().to(device=device, non_blocking=non_blocking)
+    labels = batchdata.get(Keys.LABEL)
+    if labels is not None:
+        labels = _plain(labels).long().to(device=device, non_blocking=non_blocking)
+    return codes, labels
+
+
+def vqvae_forward(network: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(reconstruction, quantization_loss, code_indices)`` of a VQ-VAE in one encoder pass.
+
+    Calls ``network(images, return_indices=True)`` when the (possibly ``DistributedDataParallel``-wrapped) network is
+    a :class:`~brainvq_monai.networks.nets.BrainVQVAE`, so DDP's gradient hooks see the forward; falls back to
+    MONAI's ``VQVAE`` API otherwise (which quantizes twice).
+
+    Args:
+        network: the VQ-VAE.
+        images: ``(B, C, *spatial)`` input.
+
+    Returns:
+        the reconstruction, the scalar quantization loss and the ``(B, *latent)`` code indices.
+    """
+    inner = network.module if isinstance(network, torch.nn.parallel.DistributedDataParallel) else network
+    if hasattr(inner, "forward_with_indices"):
+        return network(images, return_indices=True)
+    network = inner
+    encodings = network.encode(images)
+    quant_loss, quantized = network.quantizer(encodings)
+    indices = network.quantizer.quantize(encodings)
+    return network.decode(quantized), quant_loss, indices
+
+
+def output_losses(output: Mapping) -> dict[str, float]:
+    """Every scalar ``*loss`` entry of an engine output, as floats: the ``output_transform`` for loss logging.
+
+    Args:
+        output: ``engine.state.output``.
+
+    Returns:
+        ``{name: value}`` for each key ending in ``"loss"``.
+    """
+    return {k: float(v) for k, v in output.items() if str(k).endswith("loss") and torch.as_tensor(v).numel() == 1}
+
+
+def lower_is_better(current: float, prev: float) -> bool:
+    """``metric_cmp_fn`` for error-like key metrics (NLL): MONAI engines start ``best_metric`` at -1.
+
+    Args:
+        current: the new key metric value (non-negative).
+        prev: the best value so far (-1 before the first).
+
+    Returns:
+        whether ``current`` is a new best.
+    """
+    return prev < 0 or current < prev

@@ -1,0 +1,248 @@
+"""TensorBoard handlers: reconstruction grids, prior sample grids, codebook usage and projector, learning rate.
+
+Each takes a shared ``torch.utils.tensorboard.SummaryWriter`` (as MONAI's TensorBoard handlers do), so a bundle
+writes one run under ``output_dir``. ``step_transform`` maps the attached engine to the global step, e.g. the
+trainer's epoch for handlers attached to the evaluator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from torch.utils.tensorboard import SummaryWriter
+
+from brainvq_monai.visualize.grids import tile_grid
+
+__all__ = [
+    "ReconstructionGridHandler",
+    "PriorSampleGridHandler",
+    "CodebookTensorBoardHandler",
+    "LearningRateTensorBoardHandler",
+]
+
+
+def _epoch(engine: Engine) -> int:
+    return int(engine.state.epoch)
+
+
+class _TensorBoardHandler:
+    """Common attach/step logic: runs ``_write`` at ``event`` of the engine it is attached to."""
+
+    event = Events.EPOCH_COMPLETED
+
+    def __init__(self, summary_writer: SummaryWriter, step_transform: Callable[[Engine], int] = _epoch) -> None:
+        self.writer = summary_writer
+        self.step_transform = step_transform
+
+    def attach(self, engine: Engine) -> None:
+        """Attaches the handler to ``engine``.
+
+        Args:
+            engine: an Ignite engine.
+        """
+        engine.add_event_handler(self.event, self)
+
+    def __call__(self, engine: Engine) -> None:
+        self._write(engine, int(self.step_transform(engine)))
+        self.writer.flush()
+
+    def _write(self, engine: Engine, step: int) -> None:
+        raise NotImplementedError
+
+
+class ReconstructionGridHandler(_TensorBoardHandler):
+    """Writes an ``input | reconstruction | |error|`` grid of the first images of each evaluation epoch.
+
+    Args:
+        summary_writer: shared TensorBoard writer.
+        max_images: number of images (grid rows).
+        tag: TensorBoard image tag.
+        step_transform: engine -> global step (default: its epoch).
+    """
+
+    def __init__(
+        self,
+        summary_writer: SummaryWriter,
+        max_images: int = 8,
+        tag: str = "reconstruction",
+        step_transform: Callable[[Engine], int] = _epoch,
+    ) -> None:
+        super().__init__(summary_writer, step_transform)
+        self.max_images = max_images
+        self.tag = tag
+        self._rows: list[list[torch.Tensor]] = []
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, lambda _: self._rows.clear())
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+        super().attach(engine)
+
+    def _collect(self, engine: Engine) -> None:
+        if len(self._rows) >= self.max_images:
+            return
+        images, recon = engine.state.output["image"], engine.state.output["pred"]
+        for x, y in zip(images[: self.max_images - len(self._rows)], recon):
+            x, y = x.detach().float().cpu(), y.detach().float().cpu()
+            self._rows.append([x, y, (x - y).abs()])
+
+    def _write(self, engine: Engine, step: int) -> None:
+        if self._rows:
+            self.writer.add_image(self.tag, tile_grid(self._rows), step, dataformats="HW")
+
+
+class PriorSampleGridHandler(_TensorBoardHandler):
+    """Samples the prior, decodes with the VQ-VAE and writes a grid: one row per class when conditional.
+
+    Args:
+        summary_writer: shared TensorBoard writer.
+        vqvae: the (trained, frozen) VQ-VAE used to decode codes.
+        prior: the prior being trained.
+        latent_shape: spatial shape of the code maps.
+        samples_per_row: samples per class (per row).
+        temperature: sampling temperature.
+        seed: seed of the sampler (the same each epoch, so grids are comparable across epochs).
+        class_names: names of the classes, for the tag; their count must match ``prior.num_classes``.
+        tag: TensorBoard image tag.
+        step_transform: engine -> global step.
+    """
+
+    def __init__(
+        self,
+        summary_writer: SummaryWriter,
+        vqvae: torch.nn.Module,
+        prior: torch.nn.Module,
+        latent_shape: Sequence[int],
+        samples_per_row: int = 6,
+        temperature: float = 1.0,
+        seed: int = 0,
+        class_names: Sequence[str] | None = None,
+        tag: str = "prior_samples",
+        step_transform: Callable[[Engine], int] = _epoch,
+    ) -> None:
+        super().__init__(summary_writer, step_transform)
+        self.vqvae, self.prior = vqvae, prior
+        self.latent_shape = tuple(latent_shape)
+        self.samples_per_row = samples_per_row
+        self.temperature = temperature
+        self.seed = seed
+        self.class_names = list(class_names) if class_names is not None else None
+        self.tag = tag
+
+    @torch.no_grad()
+    def _write(self, engine: Engine, step: int) -> None:
+        from brainvq_monai.inferers.sampling import sample_codes
+
+        device = next(self.prior.parameters()).device
+        was_training = self.prior.training
+        self.prior.eval()
+        self.vqvae.eval()
+        num_classes = getattr(self.prior, "num_classes", None)
+        classes: list[int | None] = list(range(num_classes)) if num_classes else [None]
+        rows = []
+        for c in classes:
+            gen = torch.Generator(device=device).manual_seed(self.seed)
+            labels = None if c is None else torch.full((self.samples_per_row,), c, dtype=torch.long)
+            codes = sample_codes(
+                self.prior, self.samples_per_row, self.latent_shape, labels, self.temperature, generator=gen
+            )
+            images = self.vqvae.decode_samples(codes.to(device)).float().clamp(0, 1).cpu()
+            rows.append(list(images))
+        self.prior.train(was_training)
+        tag = self.tag if self.class_names is None else f"{self.tag} ({', '.join(self.class_names)} by row)"
+        self.writer.add_image(tag, tile_grid(rows), step, dataformats="HW")
+
+
+class CodebookTensorBoardHandler(_TensorBoardHandler):
+    """Codebook usage histogram (code index distribution over the epoch) and codebook embeddings in the projector.
+
+    Args:
+        summary_writer: shared TensorBoard writer.
+        codebook: callable returning the ``(K, D)`` codebook (e.g. ``lambda: net.quantizer.quantizer.embedding.weight``).
+        output_transform: engine output -> code indices.
+        projector_interval: write the projector embedding every this many epochs (0: never).
+        tag: tag prefix.
+        step_transform: engine -> global step.
+    """
+
+    def __init__(
+        self,
+        summary_writer: SummaryWriter,
+        codebook: Callable[[], torch.Tensor],
+        output_transform: Callable = lambda out: out["indices"],
+        projector_interval: int = 1,
+        tag: str = "codebook",
+        step_transform: Callable[[Engine], int] = _epoch,
+    ) -> None:
+        super().__init__(summary_writer, step_transform)
+        self.codebook = codebook
+        self.output_transform = output_transform
+        self.projector_interval = projector_interval
+        self.tag = tag
+        self._counts: torch.Tensor | None = None
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+        super().attach(engine)
+
+    def _reset(self, engine: Engine) -> None:
+        self._counts = None
+
+    def _collect(self, engine: Engine) -> None:
+        idx = torch.as_tensor(self.output_transform(engine.state.output)).detach().reshape(-1).long().cpu()
+        num = int(self.codebook().shape[0])
+        counts = torch.bincount(idx, minlength=num)
+        self._counts = counts if self._counts is None else self._counts + counts
+
+    def _write(self, engine: Engine, step: int) -> None:
+        if self._counts is None:
+            return
+        counts = self._counts.double()
+        num = counts.numel()
+        edges = np.arange(num + 1, dtype=np.float64) - 0.5
+        idx = np.arange(num, dtype=np.float64)
+        self.writer.add_histogram_raw(
+            f"{self.tag}/usage",
+            min=0.0,
+            max=float(num - 1),
+            num=float(counts.sum()),
+            sum=float((counts.numpy() * idx).sum()),
+            sum_squares=float((counts.numpy() * idx**2).sum()),
+            bucket_limits=edges[1:].tolist(),
+            bucket_counts=counts.tolist(),
+            global_step=step,
+        )
+        self.writer.add_scalar(f"{self.tag}/dead_codes", float((counts == 0).sum()), step)
+        if self.projector_interval and step % self.projector_interval == 0:
+            weights = self.codebook().detach().float().cpu()
+            meta = [f"code {i} (n={int(c)})" for i, c in enumerate(counts.tolist())]
+            self.writer.add_embedding(weights, metadata=meta, global_step=step, tag=self.tag)
+
+
+class LearningRateTensorBoardHandler(_TensorBoardHandler):
+    """Writes the learning rate of each parameter group at every epoch end.
+
+    Args:
+        summary_writer: shared TensorBoard writer.
+        optimizer: the optimizer whose learning rate is logged.
+        tag: scalar tag (``"lr"``; ``"lr/group{i}"`` for further groups).
+        step_transform: engine -> global step.
+    """
+
+    def __init__(
+        self,
+        summary_writer: SummaryWriter,
+        optimizer: torch.optim.Optimizer,
+        tag: str = "lr",
+        step_transform: Callable[[Engine], int] = _epoch,
+    ) -> None:
+        super().__init__(summary_writer, step_transform)
+        self.optimizer = optimizer
+        self.tag = tag
+
+    def _write(self, engine: Engine, step: int) -> None:
+        for i, group in enumerate(self.optimizer.param_groups):
+            self.writer.add_scalar(self.tag if i == 0 else f"{self.tag}/group{i}", float(group["lr"]), step)
