@@ -1,4 +1,5 @@
 from .metrics import MetricsJSONWriter, MultiScaleSSIMHandler, SSIMHandler, batch_item_names
+from .writer import NullSummaryWriter, summary_writer
 from .tensorboard import (
     CodebookTensorBoardHandler,
     LearningRateTensorBoardHandler,
@@ -11,8 +12,10 @@ __all__ = [
     "LearningRateTensorBoardHandler",
     "MetricsJSONWriter",
     "MultiScaleSSIMHandler",
+    "NullSummaryWriter",
     "PriorSampleGridHandler",
     "ReconstructionGridHandler",
     "SSIMHandler",
     "batch_item_names",
+    "summary_writer",
 ]
