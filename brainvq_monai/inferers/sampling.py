@@ -102,7 +102,9 @@ def sample_codes(
     return codes.view(num_samples, *spatial_shape)
 
 
-def token_nll(prior: AutoregressivePrior, codes: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+def token_nll(
+    prior: AutoregressivePrior, codes: torch.Tensor, class_labels: torch.Tensor | None = None
+) -> torch.Tensor:
     """Per-token negative log-likelihood (nats) of code maps under ``prior``.
 
     Args:
