@@ -1,3 +1,25 @@
-from .nets import AutoregressivePrior, IncrementalDecoder
+from .layers import RobustEMAQuantizer, RobustVectorQuantizer, codebook_perplexity
+from .nets import (
+    PRIORS,
+    AutoregressivePrior,
+    BrainVQVAE,
+    GatedPixelCNN,
+    IncrementalDecoder,
+    ReconstructionWrapper,
+    TransformerPrior,
+    build_prior,
+)
 
-__all__ = ["AutoregressivePrior", "IncrementalDecoder"]
+__all__ = [
+    "PRIORS",
+    "AutoregressivePrior",
+    "BrainVQVAE",
+    "GatedPixelCNN",
+    "IncrementalDecoder",
+    "ReconstructionWrapper",
+    "RobustEMAQuantizer",
+    "RobustVectorQuantizer",
+    "TransformerPrior",
+    "build_prior",
+    "codebook_perplexity",
+]

@@ -1,3 +1,16 @@
+from .factory import PRIORS, build_prior
+from .gated_pixelcnn import GatedPixelCNN
 from .prior import AutoregressivePrior, IncrementalDecoder
+from .transformer_prior import TransformerPrior
+from .vqvae import BrainVQVAE, ReconstructionWrapper
 
-__all__ = ["AutoregressivePrior", "IncrementalDecoder"]
+__all__ = [
+    "PRIORS",
+    "AutoregressivePrior",
+    "BrainVQVAE",
+    "GatedPixelCNN",
+    "IncrementalDecoder",
+    "ReconstructionWrapper",
+    "TransformerPrior",
+    "build_prior",
+]
