@@ -168,6 +168,23 @@ def test_dead_code_restart():
     assert idx.unique().numel() >= 16
 
 
+def test_abandoned_codes_restart_before_their_ema_decays():
+    """Encoder drift: codes fitted at init lose all their data. Their EMA cluster size stays far above the threshold
+    for hundreds of updates (decay 0.99), so restarts must look at recent assignments, not at the EMA."""
+    gen = torch.Generator().manual_seed(0)
+    wide = _mixture(32, 4, offset=0.0, seed=1) * 4.0
+    q = RobustEMAQuantizer(2, num_embeddings=32, embedding_dim=4, restart_every=5, seed=0).train()
+    q(_mixture_batch(wide, gen))  # k-means init on 32 clusters: every code gets ~16 vectors
+    narrow = wide[:2]  # the encoder now only produces 2 of them
+    for _ in range(8):  # updates 2..9 (the check at update 5 still saw the init batch's assignments)
+        q(_mixture_batch(narrow, gen))
+    assert (q.ema_cluster_size > q.dead_code_threshold).sum() >= 28  # the EMA still calls almost all codes alive
+    q(_mixture_batch(narrow, gen))  # update 10: restart check over updates 6..10, all on the narrow data
+    assert q.last_restarted >= 28
+    _, _, idx = q(_mixture_batch(narrow, gen))
+    assert idx.unique().numel() > 2  # restarted codes sit on the current data and share it
+
+
 def test_toy_collapse_monai_vs_ours():
     """64 well-separated clusters offset from the origin: MONAI's quantizer collapses, ours uses (nearly) all codes.
 

@@ -129,12 +129,15 @@ class RobustEMAQuantizer(EMAQuantizer):
       ``"none"``: keep the random codebook). The persistent buffer ``initialized`` records that the codebook has been
       initialised or trained, so a loaded checkpoint (including a MONAI one, see ``_load_from_state_dict``) is never
       re-initialised.
-    - **dead-code restart**: every ``restart_every`` codebook updates, codes whose EMA cluster size is below
-      ``dead_code_threshold`` are re-seeded from current encoder outputs (random rows plus Gaussian noise of
-      ``restart_noise`` times the per-channel std). The EMA cluster size approximates the number of vectors assigned to
-      a code per update, summed over ranks under DDP; with ``N`` vectors per (global) update the mean is ``N / K``, so
-      keep the threshold well below it (the default 1.0 means "less than one assignment per update").
-      A re-seeded code gets ``ema_cluster_size = max(dead_code_threshold, 1)`` and a matching ``ema_w``.
+    - **dead-code restart**: every ``restart_every`` codebook updates, codes that were assigned fewer than
+      ``dead_code_threshold`` vectors per update on average over those updates (actual counts, summed over ranks
+      under DDP) are re-seeded from current encoder outputs (random rows plus Gaussian noise of ``restart_noise``
+      times the per-channel std). Counting recent assignments rather than reading the EMA cluster size matters: with
+      decay 0.99 a code that was popular at init keeps an EMA size above 1 for hundreds of updates after its last
+      assignment, long enough for the encoder to collapse onto a handful of codes. With ``N`` vectors per (global)
+      update the mean is ``N / K``, so keep the threshold well below it (the default 1.0 means "less than one
+      assignment per update"). A re-seeded code gets ``ema_cluster_size = max(dead_code_threshold, 1)`` and a
+      matching ``ema_w``.
     - **fp32 math**: distances, EMA statistics and the commitment loss are computed in float32 with autocast disabled
       (for the input's device type); ``quantized`` is returned in the input dtype, ``loss`` in float32.
     - **DDP-safe**: with ``ddp_sync`` and an initialised process group of size > 1, the EMA statistics are
@@ -158,7 +161,8 @@ class RobustEMAQuantizer(EMAQuantizer):
         init: data-based init, ``"kmeans"``, ``"sample"`` or ``"none"``. Defaults to ``"kmeans"``.
         kmeans_iters: Lloyd iterations for ``init="kmeans"``. Defaults to 10.
         init_max_samples: encoder outputs (over all ranks) used for the init. Defaults to 20000.
-        dead_code_threshold: codes with EMA cluster size below this are restarted. Defaults to 1.0.
+        dead_code_threshold: codes assigned fewer vectors than this per update (averaged over the last
+            ``restart_every`` updates) are restarted. Defaults to 1.0.
         restart_every: restart check period in codebook updates; 0 disables restarts. Defaults to 10.
         restart_noise: std of the noise added to re-seeded codes, relative to the per-channel std of the samples.
             Defaults to 0.01.
@@ -225,6 +229,8 @@ class RobustEMAQuantizer(EMAQuantizer):
             self.ema_w.copy_(self.embedding.weight)
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+        # assignments since the last restart check (not saved: checkpoints stay MONAI-compatible)
+        self.register_buffer("recent_counts", torch.zeros(num_embeddings), persistent=False)
         self.initialized: torch.Tensor
         self.num_updates: torch.Tensor
         self.last_counts: torch.Tensor = torch.zeros(num_embeddings, dtype=torch.long)
@@ -399,6 +405,7 @@ class RobustEMAQuantizer(EMAQuantizer):
         encodings_sum = _code_counts(indices, self.num_embeddings)
         dw = torch.zeros(self.num_embeddings, self.embedding_dim, device=flat.device).index_add_(0, indices, flat)
         self.distributed_synchronization(encodings_sum, dw)
+        self.recent_counts.add_(encodings_sum.to(self.recent_counts.dtype))
         decay = self.decay
         self.ema_cluster_size.mul_(decay).add_(encodings_sum.to(self.ema_cluster_size.dtype), alpha=1 - decay)
         self.ema_w.mul_(decay).add_(dw.to(self.ema_w.dtype), alpha=1 - decay)
@@ -414,13 +421,13 @@ class RobustEMAQuantizer(EMAQuantizer):
 
     @torch.no_grad()
     def _restart_dead_codes(self, flat: torch.Tensor) -> None:
-        """Re-seed codes whose EMA cluster size is below ``dead_code_threshold`` from current encoder outputs."""
+        """Re-seed codes assigned less than ``dead_code_threshold`` per update since the last check."""
         samples, _ = self._gather_rows(flat, self.num_embeddings)
         weight = self.embedding.weight.detach().float().clone()
         cluster_size = self.ema_cluster_size.float().clone()
         restarted = torch.zeros((), dtype=torch.long, device=flat.device)
         if (_world()[0] == 0 or self._sync_world() == 1) and samples.shape[0] > 0:
-            dead = cluster_size < self.dead_code_threshold
+            dead = self.recent_counts.float() / self.restart_every < self.dead_code_threshold
             n_dead = int(dead.sum())
             if n_dead > 0:
                 gen = self._generator(flat.device, 0)
@@ -430,6 +437,7 @@ class RobustEMAQuantizer(EMAQuantizer):
                 cluster_size[dead] = max(self.dead_code_threshold, 1.0)
                 restarted.fill_(n_dead)
         self._broadcast(weight, cluster_size, restarted)
+        self.recent_counts.zero_()
         self.last_restarted = int(restarted)
         if self.last_restarted > 0:
             self._set_codebook(weight.to(self.embedding.weight.dtype), cluster_size.to(self.ema_cluster_size.dtype))
