@@ -59,6 +59,26 @@ def find_brainvq_error(err: BaseException | None) -> BrainVQError | None:
     return None
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from brainvq_monai.apps.demo import run_demo
+
+    summary = run_demo(args.out, subjects=args.subjects, seed=args.seed, prior=args.prior)
+    rec = summary["results"].get("reconstruction", {}).get("metrics", {})
+    nll = summary["results"].get("prior", {}).get("metrics", {})
+    print(f"demo finished in {summary['seconds']['total']:.0f} s")
+    if rec:
+        print(
+            f"  test SSIM {rec.get('test_ssim', float('nan')):.3f}, PSNR {rec.get('test_psnr', float('nan')):.2f} dB, "
+            f"codes used {rec.get('test_codes_used', 0):.0f}, perplexity {rec.get('test_perplexity', 0):.1f}"
+        )
+    if nll:
+        print(f"  prior test NLL {nll.get('test_nll', float('nan')):.3f} nats/token")
+    for key in ("checkpoints", "metrics", "samples", "tensorboard"):
+        print(f"  {key:<12} {summary[key]}")
+    print(f"  tensorboard --logdir {summary['tensorboard']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Builds the ``brainvq`` argument parser.
 
@@ -74,6 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--slices", type=int, default=20, help="axial slices per subject in the 2D layouts (default 20)")
     p.set_defaults(func=_cmd_demo_data)
+
+    p = sub.add_parser(
+        "demo", help="run the whole pipeline (data, VQ-VAE, prior, evaluation, samples) on the demo cohort"
+    )
+    p.add_argument("--out", required=True, help="output folder (created)")
+    p.add_argument("--subjects", type=int, default=20, help="demo cohort size (default 20)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--prior", choices=["transformer", "pixelcnn"], default="transformer", help="prior to train")
+    p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("datalist", help="write a leak-free MONAI datalist for an OASIS, ADNI or NIfTI folder")
     p.add_argument("--format", required=True, choices=["oasis", "adni", "nifti"])

@@ -80,8 +80,8 @@ def generate_samples(
         raise BrainVQInputError("class_label", "given, but the prior is unconditional (trained without labels)")
     if class_label is not None and not 0 <= int(class_label) < num_classes:
         raise BrainVQInputError("class_label", f"must lie in [0, {num_classes - 1}], got {class_label}")
-    classes: list[int | None] = [int(class_label)] if class_label is not None else (
-        list(range(num_classes)) if num_classes else [None]
+    classes: list[int | None] = (
+        [int(class_label)] if class_label is not None else (list(range(num_classes)) if num_classes else [None])
     )
     names = {int(k): v for k, v in (class_names or {}).items()}
     out = Path(os.fspath(output_dir))
