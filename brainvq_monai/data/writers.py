@@ -43,4 +43,3 @@ def save_image(
         aff = np.eye(4) if affine is None else np.asarray(torch.as_tensor(affine).cpu(), dtype=np.float64)
         nib.save(nib.Nifti1Image(arr.astype(np.float32), aff), str(out))
     return out
-

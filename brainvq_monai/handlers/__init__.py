@@ -1,11 +1,11 @@
 from .metrics import MetricsJSONWriter, MultiScaleSSIMHandler, SSIMHandler, batch_item_names
-from .writer import NullSummaryWriter, summary_writer
 from .tensorboard import (
     CodebookTensorBoardHandler,
     LearningRateTensorBoardHandler,
     PriorSampleGridHandler,
     ReconstructionGridHandler,
 )
+from .writer import NullSummaryWriter, summary_writer
 
 __all__ = [
     "CodebookTensorBoardHandler",

@@ -104,7 +104,7 @@ class PriorSampleGridHandler(_TensorBoardHandler):
         samples_per_row: samples per class (per row).
         temperature: sampling temperature.
         seed: seed of the sampler (the same each epoch, so grids are comparable across epochs).
-        class_names: names of the classes, for the tag; their count must match ``prior.num_classes``.
+        class_names: names of the classes (rows, in label order), written once as a text note.
         tag: TensorBoard image tag.
         step_transform: engine -> global step.
     """
@@ -130,6 +130,7 @@ class PriorSampleGridHandler(_TensorBoardHandler):
         self.seed = seed
         self.class_names = list(class_names) if class_names is not None else None
         self.tag = tag
+        self._described = False
 
     @torch.no_grad()
     def _write(self, engine: Engine, step: int) -> None:
@@ -151,8 +152,10 @@ class PriorSampleGridHandler(_TensorBoardHandler):
             images = self.vqvae.decode_samples(codes.to(device)).float().clamp(0, 1).cpu()
             rows.append(list(images))
         self.prior.train(was_training)
-        tag = self.tag if self.class_names is None else f"{self.tag} ({', '.join(self.class_names)} by row)"
-        self.writer.add_image(tag, tile_grid(rows), step, dataformats="HW")
+        if self.class_names and not self._described:
+            self.writer.add_text(self.tag, "rows: " + ", ".join(self.class_names), step)
+            self._described = True
+        self.writer.add_image(self.tag, tile_grid(rows), step, dataformats="HW")
 
 
 class CodebookTensorBoardHandler(_TensorBoardHandler):

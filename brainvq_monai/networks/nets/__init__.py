@@ -1,3 +1,4 @@
+from .export import PriorExportWrapper
 from .factory import PRIORS, build_prior
 from .gated_pixelcnn import GatedPixelCNN
 from .prior import AutoregressivePrior, IncrementalDecoder
@@ -10,6 +11,7 @@ __all__ = [
     "BrainVQVAE",
     "GatedPixelCNN",
     "IncrementalDecoder",
+    "PriorExportWrapper",
     "ReconstructionWrapper",
     "TransformerPrior",
     "build_prior",
