@@ -2,30 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-from ignite.metrics import Metric
-from monai.engines import SupervisedTrainer
 from monai.engines.utils import IterationEvents
-from monai.inferers import Inferer, SimpleInferer
 from monai.utils import CommonKeys as Keys
 from torch.nn import functional as F
 from torch.optim import Optimizer
 
+from brainvq_monai.engines.trainer import BrainVQTrainer
 from brainvq_monai.engines.utils import autocast, prepare_codes
 
 __all__ = ["PriorTrainer"]
 
 
-class PriorTrainer(SupervisedTrainer):
+class PriorTrainer(BrainVQTrainer):
     """Trains a :class:`~brainvq_monai.networks.nets.AutoregressivePrior` by next-token cross-entropy.
 
     The loader yields cached code maps (``{"codes": (B, *latent) long, "label": (B,)}``, see
     :class:`brainvq_monai.data.CodesDataset`), so the VQ-VAE is not re-run at every step. Class labels are passed to
     the prior when it is conditional (``prior.num_classes`` set). ``engine.state.output`` holds ``loss`` (mean NLL in
-    nats per token) and ``nll`` (per-token NLL map), for :class:`~brainvq_monai.metrics.PriorNLL`.
+    nats per token, or the label-smoothed cross-entropy) and ``nll`` (per-token NLL map), for
+    :class:`~brainvq_monai.metrics.PriorNLL`.
 
     Args:
         device: device to train on.
@@ -36,18 +35,8 @@ class PriorTrainer(SupervisedTrainer):
         grad_clip_norm: clip the gradient norm to this value; ``None``: no clipping.
         amp: bf16 autocast on the engine's device (the loss is computed in float32).
         label_smoothing: label smoothing of the cross-entropy.
-        epoch_length: iterations per epoch.
-        non_blocking: asynchronous host-to-device copies.
         prepare_batch: batch parser returning ``(codes, labels)``.
-        iteration_update: replaces the default iteration.
-        inferer: kept for the MONAI bundle ``train#inferer`` property; the prior is called directly.
-        key_train_metric: Ignite metric computed on training iterations.
-        additional_metrics: further Ignite metrics.
-        metric_cmp_fn: comparison of key metric values.
-        train_handlers: Ignite handlers.
-        event_names: extra events to register.
-        event_to_attr: event to state attribute mapping.
-        optim_set_to_none: ``zero_grad(set_to_none=...)``.
+        kwargs: further arguments of :class:`~brainvq_monai.engines.trainer.BrainVQTrainer`.
     """
 
     def __init__(
@@ -60,44 +49,21 @@ class PriorTrainer(SupervisedTrainer):
         grad_clip_norm: float | None = 1.0,
         amp: bool = False,
         label_smoothing: float = 0.0,
-        epoch_length: int | None = None,
-        non_blocking: bool = False,
         prepare_batch: Callable = prepare_codes,
-        iteration_update: Callable | None = None,
-        inferer: Inferer | None = None,
-        key_train_metric: dict[str, Metric] | None = None,
-        additional_metrics: dict[str, Metric] | None = None,
-        metric_cmp_fn: Callable | None = None,
-        train_handlers: Sequence | None = None,
-        event_names: list | None = None,
-        event_to_attr: dict | None = None,
-        optim_set_to_none: bool = True,
+        **kwargs: Any,
     ) -> None:
-        extra: dict[str, Any] = {} if metric_cmp_fn is None else {"metric_cmp_fn": metric_cmp_fn}
         super().__init__(
-            device=device,
-            max_epochs=max_epochs,
-            train_data_loader=train_data_loader,
-            network=network,
-            optimizer=optimizer,
+            device,
+            max_epochs,
+            train_data_loader,
+            network,
+            optimizer,
             loss_function=F.cross_entropy,
-            epoch_length=epoch_length,
-            non_blocking=non_blocking,
+            grad_clip_norm=grad_clip_norm,
+            amp=amp,
             prepare_batch=prepare_batch,
-            iteration_update=iteration_update,
-            inferer=inferer if inferer is not None else SimpleInferer(),
-            key_train_metric=key_train_metric,
-            additional_metrics=additional_metrics,
-            train_handlers=train_handlers,
-            amp=False,
-            event_names=event_names,
-            event_to_attr=event_to_attr,
-            decollate=False,
-            optim_set_to_none=optim_set_to_none,
-            **extra,
+            **kwargs,
         )
-        self.use_amp = amp
-        self.grad_clip_norm = grad_clip_norm
         self.label_smoothing = label_smoothing
 
     def _iteration(self, engine: PriorTrainer, batchdata: dict[str, torch.Tensor]) -> dict:  # type: ignore[override]
@@ -119,11 +85,7 @@ class PriorTrainer(SupervisedTrainer):
         )
         engine.state.output[Keys.LOSS] = loss
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
-        loss.backward()
-        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-        if engine.grad_clip_norm is not None:
-            torch.nn.utils.clip_grad_norm_(engine.network.parameters(), engine.grad_clip_norm)
-        engine.optimizer.step()
+        engine.backward_and_step(loss, engine.network, engine.optimizer)
         engine.state.output.update({Keys.LOSS: loss.detach(), "nll": nll.detach()})
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-from ignite.metrics import Metric
-from monai.engines import SupervisedTrainer
 from monai.engines.utils import IterationEvents
-from monai.inferers import Inferer, SimpleInferer
-from monai.transforms import Transform
 from monai.utils import CommonKeys as Keys
 from torch.optim import Optimizer
 
+from brainvq_monai.engines.trainer import BrainVQTrainer
 from brainvq_monai.engines.utils import autocast, prepare_images, to_channels_last, vqvae_forward
 
 __all__ = ["VQVAETrainer"]
 
 
-class VQVAETrainer(SupervisedTrainer):
+class VQVAETrainer(BrainVQTrainer):
     """Trains a VQ-VAE (e.g. :class:`~brainvq_monai.networks.nets.BrainVQVAE`) with an Ignite engine.
 
     Per iteration: ``loss = reconstruction_loss(recon, image) + quantization_weight * quantization_loss``
@@ -44,21 +41,9 @@ class VQVAETrainer(SupervisedTrainer):
         adversarial_loss: e.g. ``monai.losses.PatchAdversarialLoss(criterion="least_squares")``.
         adversarial_weight: weight of the generator's adversarial term.
         adversarial_start: first iteration at which the adversarial terms are used (warm-up without them).
-        epoch_length: iterations per epoch (default: ``len(train_data_loader)``).
-        non_blocking: asynchronous host-to-device copies.
         prepare_batch: batch parser returning ``(images, labels)``.
-        iteration_update: replaces the default iteration.
-        inferer: kept for the MONAI bundle ``train#inferer`` property; the VQ-VAE is called directly.
-        postprocessing: MONAI postprocessing of the outputs.
-        key_train_metric: Ignite metric computed on training iterations.
-        additional_metrics: further Ignite metrics.
-        metric_cmp_fn: comparison of key metric values.
-        train_handlers: Ignite handlers.
-        event_names: extra events to register.
-        event_to_attr: event to state attribute mapping.
-        decollate: decollate the outputs (off by default: the metrics here work on batches).
-        optim_set_to_none: ``zero_grad(set_to_none=...)``.
-        to_kwargs: further arguments of ``Tensor.to`` for the batch.
+        kwargs: further arguments of :class:`~brainvq_monai.engines.trainer.BrainVQTrainer` and MONAI's
+            ``SupervisedTrainer`` (``train_handlers``, ``key_train_metric``, ``epoch_length``, ...).
     """
 
     def __init__(
@@ -78,62 +63,30 @@ class VQVAETrainer(SupervisedTrainer):
         adversarial_loss: Callable | None = None,
         adversarial_weight: float = 0.0,
         adversarial_start: int = 0,
-        epoch_length: int | None = None,
-        non_blocking: bool = False,
         prepare_batch: Callable = prepare_images,
-        iteration_update: Callable | None = None,
-        inferer: Inferer | None = None,
-        postprocessing: Transform | None = None,
-        key_train_metric: dict[str, Metric] | None = None,
-        additional_metrics: dict[str, Metric] | None = None,
-        metric_cmp_fn: Callable | None = None,
-        train_handlers: Sequence | None = None,
-        event_names: list | None = None,
-        event_to_attr: dict | None = None,
-        decollate: bool = False,
-        optim_set_to_none: bool = True,
-        to_kwargs: dict | None = None,
+        **kwargs: Any,
     ) -> None:
         if discriminator is not None and (discriminator_optimizer is None or adversarial_loss is None):
             raise ValueError("discriminator: needs discriminator_optimizer and adversarial_loss as well")
-        extra: dict[str, Any] = {} if metric_cmp_fn is None else {"metric_cmp_fn": metric_cmp_fn}
         super().__init__(
-            device=device,
-            max_epochs=max_epochs,
-            train_data_loader=train_data_loader,
-            network=to_channels_last(network, channels_last),
-            optimizer=optimizer,
+            device,
+            max_epochs,
+            train_data_loader,
+            to_channels_last(network, channels_last),
+            optimizer,
             loss_function=loss_function if loss_function is not None else torch.nn.L1Loss(),
-            epoch_length=epoch_length,
-            non_blocking=non_blocking,
+            grad_clip_norm=grad_clip_norm,
+            amp=amp,
             prepare_batch=prepare_batch,
-            iteration_update=iteration_update,
-            inferer=inferer if inferer is not None else SimpleInferer(),
-            postprocessing=postprocessing,
-            key_train_metric=key_train_metric,
-            additional_metrics=additional_metrics,
-            train_handlers=train_handlers,
-            amp=False,  # bf16 autocast is handled here; MONAI's amp path would add an fp16 gradient scaler
-            event_names=event_names,
-            event_to_attr=event_to_attr,
-            decollate=decollate,
-            optim_set_to_none=optim_set_to_none,
-            to_kwargs=to_kwargs,
-            **extra,
+            **kwargs,
         )
-        self.use_amp = amp
         self.channels_last = channels_last
         self.quantization_weight = quantization_weight
-        self.grad_clip_norm = grad_clip_norm
         self.discriminator = to_channels_last(discriminator, channels_last) if discriminator is not None else None
         self.discriminator_optimizer = discriminator_optimizer
         self.adversarial_loss = adversarial_loss
         self.adversarial_weight = adversarial_weight
         self.adversarial_start = adversarial_start
-
-    def _clip(self, module: torch.nn.Module) -> None:
-        if self.grad_clip_norm is not None:
-            torch.nn.utils.clip_grad_norm_(module.parameters(), self.grad_clip_norm)
 
     def _iteration(self, engine: VQVAETrainer, batchdata: dict[str, torch.Tensor]) -> dict:  # type: ignore[override]
         if batchdata is None:
@@ -157,10 +110,7 @@ class VQVAETrainer(SupervisedTrainer):
                 out["generator_loss"] = gen_loss.detach().float()
         engine.state.output[Keys.LOSS] = loss
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
-        loss.backward()
-        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-        engine._clip(engine.network)
-        engine.optimizer.step()
+        engine.backward_and_step(loss, engine.network, engine.optimizer)
         if use_adv:
             out["discriminator_loss"] = engine._discriminator_step(images, recon.detach())
         engine.state.output.update(out)
@@ -177,7 +127,5 @@ class VQVAETrainer(SupervisedTrainer):
             fake = self.adversarial_loss(self.discriminator(recon)[-1], target_is_real=False, for_discriminator=True)
             real = self.adversarial_loss(self.discriminator(images)[-1], target_is_real=True, for_discriminator=True)
             d_loss = self.adversarial_weight * 0.5 * (fake.float() + real.float())
-        d_loss.backward()
-        self._clip(self.discriminator)
-        self.discriminator_optimizer.step()
+        self.backward_and_step(d_loss, self.discriminator, self.discriminator_optimizer)
         return d_loss.detach()

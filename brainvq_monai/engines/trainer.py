@@ -1,0 +1,88 @@
+"""Base of the brainvq trainers: bf16 autocast, gradient clipping and the optimizer step, on MONAI's trainer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from monai.engines import SupervisedTrainer
+from monai.engines.utils import IterationEvents
+from monai.inferers import Inferer, SimpleInferer
+from torch.optim import Optimizer
+
+__all__ = ["BrainVQTrainer"]
+
+
+class BrainVQTrainer(SupervisedTrainer):
+    """A ``monai.engines.SupervisedTrainer`` whose subclasses write their own ``_iteration``.
+
+    It keeps MONAI's engine (events, handlers, metrics, checkpointing, ``state_dict``) and adds what both brainvq
+    trainers need: bf16 autocast on the engine's device (no fp16 gradient scaler, so MONAI's ``amp`` path is not
+    used), gradient-norm clipping and a shared backward/step.
+
+    Args:
+        device: device to train on.
+        max_epochs: number of epochs.
+        train_data_loader: the training loader.
+        network: the network.
+        optimizer: its optimizer.
+        loss_function: the loss (``SupervisedTrainer`` requires one; subclasses document how they use it).
+        grad_clip_norm: clip the gradient norm to this value; ``None``: no clipping.
+        amp: bf16 autocast on the engine's device.
+        inferer: kept for the MONAI bundle ``train#inferer`` property (``SimpleInferer`` by default).
+        decollate: decollate outputs (off: the metrics here work on batches).
+        optim_set_to_none: ``zero_grad(set_to_none=...)``.
+        kwargs: further arguments of :class:`monai.engines.SupervisedTrainer` (``epoch_length``, ``non_blocking``,
+            ``prepare_batch``, ``iteration_update``, ``postprocessing``, ``key_train_metric``,
+            ``additional_metrics``, ``metric_cmp_fn``, ``train_handlers``, ``event_names``, ``event_to_attr``,
+            ``to_kwargs``).
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device,
+        max_epochs: int,
+        train_data_loader: Iterable,
+        network: torch.nn.Module,
+        optimizer: Optimizer,
+        loss_function: Callable,
+        grad_clip_norm: float | None = None,
+        amp: bool = False,
+        inferer: Inferer | None = None,
+        decollate: bool = False,
+        optim_set_to_none: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        if kwargs.get("metric_cmp_fn") is None:
+            kwargs.pop("metric_cmp_fn", None)
+        super().__init__(
+            device=device,
+            max_epochs=max_epochs,
+            train_data_loader=train_data_loader,
+            network=network,
+            optimizer=optimizer,
+            loss_function=loss_function,
+            inferer=inferer if inferer is not None else SimpleInferer(),
+            amp=False,  # bf16 autocast is handled by the subclasses; MONAI's amp path adds an fp16 gradient scaler
+            decollate=decollate,
+            optim_set_to_none=optim_set_to_none,
+            **kwargs,
+        )
+        self.use_amp = amp
+        self.grad_clip_norm = grad_clip_norm
+
+    def backward_and_step(self, loss: torch.Tensor, network: torch.nn.Module, optimizer: Optimizer) -> None:
+        """``loss.backward()``, gradient clipping of ``network``, ``optimizer.step()``, firing MONAI's iteration events.
+
+        Args:
+            loss: the scalar loss.
+            network: the module whose gradients are clipped.
+            optimizer: the optimizer to step.
+        """
+        loss.backward()
+        if network is self.network:
+            self.fire_event(IterationEvents.BACKWARD_COMPLETED)
+        if self.grad_clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(network.parameters(), self.grad_clip_norm)
+        optimizer.step()
