@@ -190,8 +190,19 @@ def test_2d_tensorboard_logs(trained_2d):
     tags = vq.Tags()
     assert {"loss", "recon_loss", "quant_loss", "lr", "val_ssim", "val_psnr", "val_codes_used"} <= set(tags["scalars"])
     assert "reconstruction" in tags["images"] and "codebook/usage" in tags["histograms"]
+    assert (trained_2d / "runs" / "tensorboard" / "vqvae" / "projector_config.pbtxt").is_file()
     prior = EventAccumulator(str(trained_2d / "runs" / "tensorboard" / "prior_transformer")).Reload()
     assert {"loss", "val_nll", "lr"} <= set(prior.Tags()["scalars"]) and "prior_samples" in prior.Tags()["images"]
+
+
+def test_adversarial_term_from_the_config(demo_cohort, tmp_path):
+    over = tiny(2, "train_vqvae.json", tmp_path, demo_cohort)
+    over.update({"adversarial_weight": 0.1, "discriminator_def#channels": 4, "discriminator_def#num_layers_d": 1})
+    workflow = run_workflow(2, "train_vqvae.json", over)
+    output = workflow.parser.get_parsed_content("train#trainer").state.output
+    assert "discriminator_loss" in output and "generator_loss" in output
+    last = torch.load(tmp_path / "models" / "vqvae_last.pt", weights_only=False)
+    assert {"discriminator", "discriminator_optimizer"} <= set(last)
 
 
 def test_resume_from_last_checkpoint(trained_2d, demo_cohort):

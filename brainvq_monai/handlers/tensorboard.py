@@ -165,7 +165,7 @@ class CodebookTensorBoardHandler(_TensorBoardHandler):
         summary_writer: shared TensorBoard writer.
         codebook: callable returning the ``(K, D)`` codebook (e.g. ``lambda: net.quantizer.quantizer.embedding.weight``).
         output_transform: engine output -> code indices.
-        projector_interval: write the projector embedding every this many epochs (0: never).
+        projector_interval: write the projector embedding at step 1 and every this many steps (0: never).
         tag: tag prefix.
         step_transform: engine -> global step.
     """
@@ -219,7 +219,7 @@ class CodebookTensorBoardHandler(_TensorBoardHandler):
             global_step=step,
         )
         self.writer.add_scalar(f"{self.tag}/dead_codes", float((counts == 0).sum()), step)
-        if self.projector_interval and step % self.projector_interval == 0:
+        if self.projector_interval and (step == 1 or step % self.projector_interval == 0):
             weights = self.codebook().detach().float().cpu()
             meta = [f"code {i} (n={int(c)})" for i, c in enumerate(counts.tolist())]
             self.writer.add_embedding(weights, metadata=meta, global_step=step, tag=self.tag)
