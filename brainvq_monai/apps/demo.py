@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from brainvq_monai.bundle.utils import default_bundle_root
+from brainvq_monai.data.demo import validate_demo_settings
 from brainvq_monai.utils.errors import BrainVQInputError
 
 __all__ = ["DEMO_SETTINGS", "demo_overrides", "run_bundle_config", "run_demo"]
@@ -29,8 +30,8 @@ DEMO_SETTINGS: dict[str, Any] = {
     "num_workers": 0,
     "vqvae_channels": [32, 64],
     "vqvae_res_layers": 1,
-    "vqvae_epochs": 40,
-    "prior_epochs": 40,
+    "vqvae_epochs": 100,
+    "prior_epochs": 60,
     "prior_val_interval": 10,
     "learning_rate_vqvae": 0.002,
     "learning_rate_prior": 0.002,
@@ -127,6 +128,7 @@ def run_demo(
     """
     if prior not in ("transformer", "pixelcnn"):
         raise BrainVQInputError("prior", f"must be 'transformer' or 'pixelcnn', got {prior!r}")
+    validate_demo_settings(subjects, seed, 1)
     s = {**DEMO_SETTINGS, **(settings or {})}
     out_path = Path(os.path.abspath(os.fspath(out)))
     out_path.mkdir(parents=True, exist_ok=True)

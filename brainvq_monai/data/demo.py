@@ -36,6 +36,7 @@ import numpy as np
 from brainvq_monai.utils.errors import BrainVQInputError
 
 __all__ = [
+    "validate_demo_settings",
     "ADNI_SIZE",
     "DEMO_RESOLUTION_MM",
     "GROUPS",
@@ -572,7 +573,15 @@ def _prepare_out_dir(out: Path) -> None:
         raise BrainVQInputError(out, f"cannot create the cohort folders ({err.strerror or err})") from None
 
 
-def _validate(subjects: Any, seed: Any, slices: Any, workers: Any) -> None:
+def validate_demo_settings(subjects: Any, seed: Any, slices: Any, workers: Any = None) -> None:
+    """Checks the demo cohort settings, raising a one-line :class:`BrainVQInputError` naming the bad one.
+
+    Args:
+        subjects: number of subjects (2 or more: one NC and one AD at least).
+        seed: non-negative integer seed.
+        slices: axial slices per subject in the 2D layouts (1 or more).
+        workers: worker processes (1 or more) or ``None``.
+    """
     def is_int(v: Any) -> bool:
         return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
@@ -650,7 +659,7 @@ def make_demo_cohort(
     Raises:
         BrainVQInputError: a bad setting or an unusable ``out_dir``.
     """
-    _validate(subjects, seed, slices_per_subject, workers)
+    validate_demo_settings(subjects, seed, slices_per_subject, workers)
     subjects, seed, slices_per_subject = int(subjects), int(seed), int(slices_per_subject)
     workers = int(workers) if workers is not None else min(2, os.cpu_count() or 1)
     workers = min(workers, subjects)
