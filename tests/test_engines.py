@@ -145,3 +145,16 @@ def test_metrics_json_writer_merges_sections(tmp_path):
     data = json.loads(path.read_text())
     assert data["reconstruction"]["metrics"]["score"] == pytest.approx(0.9)
     assert data["prior"]["metrics"]["score"] == pytest.approx(1.5) and data["prior"]["split"] == "test"
+
+
+def test_prior_engines_pass_labels_through_wrappers():
+    """Under DDP/DataParallel the prior is wrapped: class labels must still reach a conditional prior."""
+    seen = []
+    prior = GatedPixelCNN(2, num_embeddings=4, num_classes=2, channels=4, num_layers=1, kernel_size=3)
+    prior.register_forward_hook(lambda m, args, out: seen.append(args[1]))
+    data = CodesDataset({"codes": torch.zeros(4, 3, 3, dtype=torch.long), "labels": torch.tensor([0, 1, 0, 1])})
+    loader = torch.utils.data.DataLoader(data, batch_size=4)
+    wrapped = torch.nn.DataParallel(prior)
+    PriorTrainer("cpu", 1, loader, wrapped, torch.optim.SGD(prior.parameters(), 0.1)).run()
+    PriorEvaluator("cpu", loader, wrapped).run()
+    assert len(seen) == 2 and all(torch.equal(s, torch.tensor([0, 1, 0, 1])) for s in seen)

@@ -163,11 +163,13 @@ def encode_codes(
     device: str | torch.device = "cpu",
     batch_size: int = 16,
     num_workers: int = 0,
+    cache_key: Any = None,
 ) -> Any:
     """Encodes ``items`` into code maps once and caches them; reuses the cache while inputs are unchanged.
 
-    The cache is keyed by the VQ-VAE checkpoint (path, size, mtime), the listed files and ``transform``'s class, so
-    a retrained VQ-VAE or another datalist re-encodes.
+    The cache is keyed by the VQ-VAE checkpoint (path, size, mtime), the listed files, ``transform``'s class and
+    ``cache_key`` (the preprocessing settings, e.g. the spatial size), so a retrained VQ-VAE, another datalist or
+    other preprocessing re-encodes.
 
     Args:
         vqvae: the VQ-VAE architecture (weights are loaded from ``vqvae_checkpoint``).
@@ -178,6 +180,7 @@ def encode_codes(
         device: device of the VQ-VAE.
         batch_size: encoding batch size.
         num_workers: data loader workers.
+        cache_key: anything whose ``repr`` identifies the preprocessing settings.
 
     Returns:
         a :class:`~brainvq_monai.data.codes.CodesDataset`.
@@ -192,7 +195,7 @@ def encode_codes(
     ckpt = os.fspath(vqvae_checkpoint)
     if not os.path.isfile(ckpt):
         raise BrainVQInputError(ckpt, "VQ-VAE checkpoint not found; run train_vqvae.json first")
-    key = _fingerprint(ckpt, items, type(transform).__name__)
+    key = _fingerprint(ckpt, items, f"{type(transform).__name__}|{cache_key!r}")
     cache = Path(os.fspath(cache_file))
     key_file = cache.with_suffix(cache.suffix + ".key")
     if cache.is_file() and key_file.is_file() and key_file.read_text().strip() == key:

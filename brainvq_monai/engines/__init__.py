@@ -7,6 +7,7 @@ from .utils import (
     prepare_codes,
     prepare_images,
     to_channels_last,
+    unwrap,
     vqvae_forward,
 )
 from .vqvae_trainer import VQVAETrainer
@@ -22,5 +23,6 @@ __all__ = [
     "prepare_codes",
     "prepare_images",
     "to_channels_last",
+    "unwrap",
     "vqvae_forward",
 ]

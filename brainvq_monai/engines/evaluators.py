@@ -13,7 +13,7 @@ from monai.inferers import Inferer, SimpleInferer
 from monai.utils import CommonKeys as Keys
 from torch.nn import functional as F
 
-from brainvq_monai.engines.utils import autocast, prepare_codes, prepare_images, to_channels_last, vqvae_forward
+from brainvq_monai.engines.utils import autocast, prepare_codes, prepare_images, to_channels_last, unwrap, vqvae_forward
 
 __all__ = ["VQVAEEvaluator", "PriorEvaluator"]
 
@@ -134,7 +134,7 @@ class PriorEvaluator(_BrainVQEvaluator):
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
         codes, labels = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking)
-        labels = labels if getattr(engine.network, "num_classes", None) else None
+        labels = labels if getattr(unwrap(engine.network), "num_classes", None) else None
         engine.network.eval()
         with torch.no_grad(), autocast(engine.state.device, engine.use_amp):
             logits = engine.network(codes, labels)

@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from torch.optim import Optimizer
 
 from brainvq_monai.engines.trainer import BrainVQTrainer
-from brainvq_monai.engines.utils import autocast, prepare_codes
+from brainvq_monai.engines.utils import autocast, prepare_codes, unwrap
 
 __all__ = ["PriorTrainer"]
 
@@ -70,7 +70,7 @@ class PriorTrainer(BrainVQTrainer):
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
         codes, labels = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking)
-        labels = labels if getattr(engine.network, "num_classes", None) else None
+        labels = labels if getattr(unwrap(engine.network), "num_classes", None) else None
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         with autocast(engine.state.device, engine.use_amp):

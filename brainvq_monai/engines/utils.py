@@ -17,6 +17,7 @@ __all__ = [
     "prepare_codes",
     "prepare_images",
     "to_channels_last",
+    "unwrap",
     "vqvae_forward",
 ]
 
@@ -107,6 +108,20 @@ def prepare_codes(
     return codes, labels
 
 
+def unwrap(network: torch.nn.Module) -> torch.nn.Module:
+    """The module inside ``DistributedDataParallel`` / ``DataParallel``, else ``network`` itself.
+
+    Args:
+        network: a module, possibly wrapped.
+
+    Returns:
+        the wrapped module, for attribute access (``num_classes``, ``generation_order``, ...).
+    """
+    if isinstance(network, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+        return network.module
+    return network
+
+
 def vqvae_forward(network: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(reconstruction, quantization_loss, code_indices)`` of a VQ-VAE in one encoder pass.
 
@@ -121,7 +136,7 @@ def vqvae_forward(network: torch.nn.Module, images: torch.Tensor) -> tuple[torch
     Returns:
         the reconstruction, the scalar quantization loss and the ``(B, *latent)`` code indices.
     """
-    inner = network.module if isinstance(network, torch.nn.parallel.DistributedDataParallel) else network
+    inner = unwrap(network)
     if hasattr(inner, "forward_with_indices"):
         return network(images, return_indices=True)
     network = inner
