@@ -1,3 +1,4 @@
+from .anomaly import save_anomaly_outputs
 from .samples import generate_samples, reference_affine
 from .utils import default_bundle_root, encode_codes, ensure_datalist, latent_shape_of, load_network
 
@@ -9,4 +10,5 @@ __all__ = [
     "latent_shape_of",
     "load_network",
     "reference_affine",
+    "save_anomaly_outputs",
 ]

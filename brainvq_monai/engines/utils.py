@@ -7,8 +7,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from monai.data import MetaTensor
 from monai.utils import CommonKeys as Keys
+
+from brainvq_monai.utils.tensors import plain_tensor
 
 __all__ = [
     "autocast",
@@ -60,12 +61,6 @@ def to_channels_last(x: Any, enabled: bool = True) -> Any:
     return x
 
 
-def _plain(x: Any) -> torch.Tensor:
-    """A plain tensor: engines work on batches, the (per-item) metadata stays in ``engine.state.batch``."""
-    x = torch.as_tensor(x)
-    return x.as_tensor() if isinstance(x, MetaTensor) else x
-
-
 def prepare_images(
     batchdata: Mapping, device: torch.device | str | None = None, non_blocking: bool = False, **kwargs: Any
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -80,10 +75,10 @@ def prepare_images(
     Returns:
         ``(images, labels or None)`` on ``device``.
     """
-    images = _plain(batchdata[Keys.IMAGE]).to(device=device, non_blocking=non_blocking, **kwargs)
+    images = plain_tensor(batchdata[Keys.IMAGE]).to(device=device, non_blocking=non_blocking, **kwargs)
     labels = batchdata.get(Keys.LABEL)
     if labels is not None:
-        labels = _plain(labels).to(device=device, non_blocking=non_blocking)
+        labels = plain_tensor(labels).to(device=device, non_blocking=non_blocking)
     return images, labels
 
 
@@ -101,10 +96,10 @@ def prepare_codes(
     Returns:
         ``(codes, labels or None)`` on ``device``.
     """
-    codes = _plain(batchdata["codes"]).long().to(device=device, non_blocking=non_blocking)
+    codes = plain_tensor(batchdata["codes"]).long().to(device=device, non_blocking=non_blocking)
     labels = batchdata.get(Keys.LABEL)
     if labels is not None:
-        labels = _plain(labels).long().to(device=device, non_blocking=non_blocking)
+        labels = plain_tensor(labels).long().to(device=device, non_blocking=non_blocking)
     return codes, labels
 
 

@@ -19,9 +19,11 @@ from monai.inferers import Inferer
 from torch import nn
 from torch.nn import functional as F
 
+from brainvq_monai.inferers.anomaly import HealResult, anomaly_map, heal
 from brainvq_monai.inferers.sampling import sample_codes, token_nll
 from brainvq_monai.networks.nets.prior import AutoregressivePrior
 from brainvq_monai.utils.errors import BrainVQInputError
+from brainvq_monai.utils.tensors import as_generator, device_of
 
 __all__ = ["AutoregressivePriorInferer", "load_codes", "save_codes"]
 
@@ -39,11 +41,6 @@ def _eval_mode(*modules: nn.Module | None) -> Iterator[None]:
     finally:
         for m, was_training in states:
             m.train(was_training)
-
-
-def _device_of(module: nn.Module) -> torch.device:
-    param = next(module.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
 
 
 def save_codes(encoded: Mapping[str, Any], path: str | os.PathLike) -> None:
@@ -123,7 +120,7 @@ class AutoregressivePriorInferer(Inferer):
             ``(B, K, *latent)`` logits; ``F.cross_entropy(logits, codes, reduction="none")`` is the per-token NLL.
         """
         codes = self._to_codes(inputs, vqvae, "inputs")
-        return network(codes.to(_device_of(network)), class_labels)
+        return network(codes.to(device_of(network)), class_labels)
 
     # ------------------------------------------------------------------ sampling
     @staticmethod
@@ -136,12 +133,6 @@ class AutoregressivePriorInferer(Inferer):
         if len(latent_shape) != prior.spatial_dims:
             raise BrainVQInputError("latent_shape", f"expected {prior.spatial_dims} sizes, got {latent_shape}")
         return latent_shape
-
-    @staticmethod
-    def _generator(generator: torch.Generator | int | None, device: torch.device) -> torch.Generator | None:
-        if generator is None or isinstance(generator, torch.Generator):
-            return generator
-        return torch.Generator(device=device).manual_seed(int(generator))
 
     def sample_codes(
         self,
@@ -172,7 +163,7 @@ class AutoregressivePriorInferer(Inferer):
             ``(num_samples, *latent_shape)`` long codes on the prior's device.
         """
         shape = self._latent_shape(prior, latent_shape)
-        gen = self._generator(generator, _device_of(prior))
+        gen = as_generator(generator, device_of(prior))
         with _eval_mode(prior):
             return sample_codes(prior, num_samples, shape, class_labels, temperature, top_k, gen, use_cache, verbose)
 
@@ -201,7 +192,7 @@ class AutoregressivePriorInferer(Inferer):
             prior, num_samples, latent_shape, class_labels, temperature, top_k, generator, use_cache, verbose
         )
         with _eval_mode(vqvae):
-            return vqvae.decode_samples(codes.to(_device_of(vqvae)))
+            return vqvae.decode_samples(codes.to(device_of(vqvae)))
 
     # ------------------------------------------------------------------ likelihood
     @staticmethod
@@ -212,7 +203,7 @@ class AutoregressivePriorInferer(Inferer):
         if vqvae is None:
             raise BrainVQInputError(where, "float images need a vqvae to be quantized (or pass integer code maps)")
         with _eval_mode(vqvae):
-            return vqvae.index_quantize(inputs.to(_device_of(vqvae))).long()
+            return vqvae.index_quantize(inputs.to(device_of(vqvae))).long()
 
     @torch.no_grad()
     def get_likelihood(
@@ -251,10 +242,56 @@ class AutoregressivePriorInferer(Inferer):
                 raise BrainVQInputError("resample_latent_likelihoods", "needs image inputs, not code maps")
         codes = self._to_codes(inputs, vqvae, "inputs")
         with _eval_mode(prior):
-            nll = token_nll(prior, codes.to(_device_of(prior)), class_labels)
+            nll = token_nll(prior, codes.to(device_of(prior)), class_labels)
         if resample_latent_likelihoods:
             nll = F.interpolate(nll[:, None], size=tuple(inputs.shape[2:]), mode=resample_interpolation_mode)
         return nll
+
+    # ------------------------------------------------------------------ anomaly maps
+    def get_anomaly_map(
+        self,
+        inputs: torch.Tensor,
+        vqvae: nn.Module,
+        prior: AutoregressivePrior,
+        class_labels: torch.Tensor | None = None,
+        interpolation_mode: str = "nearest",
+    ) -> torch.Tensor:
+        """Per-token NLL map upsampled to the image (see :func:`brainvq_monai.inferers.anomaly.anomaly_map`).
+
+        Args:
+            inputs: ``(B, C, *image)`` float images.
+            vqvae: the VQ-VAE.
+            prior: the prior.
+            class_labels: optional labels, e.g. the normal class of a conditional prior.
+            interpolation_mode: ``"nearest"`` or ``"linear"`` (bi-/trilinear).
+
+        Returns:
+            ``(B, 1, *image)`` NLL map (nats).
+        """
+        return anomaly_map(inputs, vqvae, prior, class_labels, interpolation_mode)
+
+    def heal(
+        self,
+        inputs: torch.Tensor,
+        vqvae: nn.Module,
+        prior: AutoregressivePrior,
+        threshold: float,
+        class_labels: torch.Tensor | None = None,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | int | None = None,
+        use_cache: bool = True,
+    ) -> HealResult:
+        """Healed reconstruction: codes with probability ``<= threshold`` given the healed prefix are resampled.
+
+        See :func:`brainvq_monai.inferers.anomaly.heal`; ``threshold=1`` is exactly :meth:`sample_codes` with the
+        same generator, ``threshold=0`` decodes the input's own codes.
+
+        Returns:
+            a :class:`~brainvq_monai.inferers.anomaly.HealResult` (``image``, ``codes``, ``resampled``,
+            ``original_codes``).
+        """
+        return heal(inputs, vqvae, prior, threshold, class_labels, temperature, top_k, generator, use_cache)
 
     # ------------------------------------------------------------------ dataset encoding
     @torch.no_grad()
@@ -285,7 +322,7 @@ class AutoregressivePriorInferer(Inferer):
             dict with ``codes`` (long ``(N, *latent)``, CPU), ``labels`` (long ``(N,)`` or ``None`` when any batch has
             no labels) and ``subjects`` (list of ``N`` strings).
         """
-        device = torch.device(device) if device is not None else _device_of(vqvae)
+        device = torch.device(device) if device is not None else device_of(vqvae)
         spatial_dims = getattr(vqvae, "spatial_dims", None)
         codes_list: list[torch.Tensor] = []
         labels_list: list[torch.Tensor] | None = []
