@@ -582,6 +582,7 @@ def validate_demo_settings(subjects: Any, seed: Any, slices: Any, workers: Any =
         slices: axial slices per subject in the 2D layouts (1 or more).
         workers: worker processes (1 or more) or ``None``.
     """
+
     def is_int(v: Any) -> bool:
         return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
