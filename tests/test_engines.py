@@ -158,3 +158,33 @@ def test_prior_engines_pass_labels_through_wrappers():
     PriorTrainer("cpu", 1, loader, wrapped, torch.optim.SGD(prior.parameters(), 0.1)).run()
     PriorEvaluator("cpu", loader, wrapped).run()
     assert len(seen) == 2 and all(torch.equal(s, torch.tensor([0, 1, 0, 1])) for s in seen)
+
+
+def test_vqvae_forward_updates_a_monai_codebook_once_per_step():
+    from monai.networks.nets import VQVAE
+
+    from brainvq_monai.engines.utils import vqvae_forward
+
+    kwargs = dict(
+        spatial_dims=2,
+        in_channels=1,
+        out_channels=1,
+        channels=(4, 8),
+        num_res_channels=(4, 8),
+        num_res_layers=1,
+        num_embeddings=8,
+        embedding_dim=4,
+        downsample_parameters=((2, 4, 1, 1),) * 2,
+        upsample_parameters=((2, 4, 1, 1, 0),) * 2,
+    )
+    torch.manual_seed(0)
+    a = VQVAE(**kwargs).train()
+    b = VQVAE(**kwargs).train()
+    b.load_state_dict(a.state_dict())
+    x = torch.rand(2, 1, 16, 16)
+    recon, loss, idx = vqvae_forward(a, x)
+    ref_recon, ref_loss = b(x)  # MONAI's own forward: one EMA update
+    torch.testing.assert_close(a.quantizer.quantizer.ema_cluster_size, b.quantizer.quantizer.ema_cluster_size)
+    torch.testing.assert_close(recon, ref_recon)
+    torch.testing.assert_close(loss, ref_loss)
+    assert idx.shape == (2, 4, 4)

@@ -121,8 +121,8 @@ def vqvae_forward(network: torch.nn.Module, images: torch.Tensor) -> tuple[torch
     """``(reconstruction, quantization_loss, code_indices)`` of a VQ-VAE in one encoder pass.
 
     Calls ``network(images, return_indices=True)`` when the (possibly ``DistributedDataParallel``-wrapped) network is
-    a :class:`~brainvq_monai.networks.nets.BrainVQVAE`, so DDP's gradient hooks see the forward; falls back to
-    MONAI's ``VQVAE`` API otherwise (which quantizes twice).
+    a :class:`~brainvq_monai.networks.nets.BrainVQVAE`, so DDP's gradient hooks see the forward; for MONAI's
+    ``VQVAE`` it calls the encoder, the EMA quantizer (once: one codebook update per step) and the decoder.
 
     Args:
         network: the VQ-VAE.
@@ -134,11 +134,11 @@ def vqvae_forward(network: torch.nn.Module, images: torch.Tensor) -> tuple[torch
     inner = unwrap(network)
     if hasattr(inner, "forward_with_indices"):
         return network(images, return_indices=True)
-    network = inner
-    encodings = network.encode(images)
-    quant_loss, quantized = network.quantizer(encodings)
-    indices = network.quantizer.quantize(encodings)
-    return network.decode(quantized), quant_loss, indices
+    # MONAI's VectorQuantizer.forward drops the indices and its quantize() runs the EMA forward again (a second
+    # codebook update in train mode): call its EMA quantizer once, which returns all three
+    encodings = inner.encode(images)
+    quantized, quant_loss, indices = inner.quantizer.quantizer(encodings)
+    return inner.decode(quantized), quant_loss, indices
 
 
 def output_losses(output: Mapping) -> dict[str, float]:
