@@ -126,7 +126,7 @@ def save_anomaly_outputs(
         nll = anomaly_map(x, vqvae, prior, labels, interpolation_mode).to(x.device)
         healed = heal(x, vqvae, prior, threshold, labels, generator=generator)
         residual = residual_map(x, healed.image, healed.resampled, sigma, interpolation_mode).mean(1, keepdim=True)
-        brain = brain_mask(x, brain_threshold)
+        brain = brain_mask(x, brain_threshold, dilation=0)
         region = region_mask(x.shape[2:], region_box).to(x.device)
         scores = {
             "nll_brain": masked_mean(nll, brain),

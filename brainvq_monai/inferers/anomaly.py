@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from brainvq_monai.inferers.sampling import draw_tokens, token_nll
+from brainvq_monai.metrics.generation import brain_mask
 from brainvq_monai.networks.nets.prior import AutoregressivePrior
 from brainvq_monai.utils.errors import BrainVQInputError
 from brainvq_monai.utils.tensors import as_generator, device_of, plain_tensor
@@ -260,11 +261,6 @@ def residual_map(
     if resampled is not None:
         res = res * upsample_map(resampled, images.shape[2:], mode).to(res.device)
     return res
-
-
-def brain_mask(images: torch.Tensor, threshold: float = 0.05) -> torch.Tensor:
-    """Foreground mask ``(B, 1, *image)``: any channel above ``threshold`` (images in [0, 1], black background)."""
-    return (images > threshold).any(dim=1, keepdim=True)
 
 
 def region_mask(

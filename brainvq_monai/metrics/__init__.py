@@ -1,4 +1,19 @@
 from .codebook import CodebookHistogram, CodebookPerplexity, CodesUsed, histogram_perplexity
+from .generation import (
+    bootstrap_ci,
+    brain_mask,
+    evaluate_generation,
+    extract_features,
+    format_generation_table,
+    frechet_distance,
+    kernel_inception_distance,
+    masked_ssim_psnr,
+    mean_pairwise_ms_ssim,
+    nearest_neighbour_ssim,
+    pairwise_ms_ssim,
+    prdc,
+    ssim_map,
+)
 from .nll import PriorNLL
 from .ssim import MS_SSIM_WEIGHTS, multiscale_ssim_metric
 
@@ -8,6 +23,19 @@ __all__ = [
     "CodesUsed",
     "histogram_perplexity",
     "PriorNLL",
+    "bootstrap_ci",
+    "brain_mask",
+    "evaluate_generation",
+    "extract_features",
+    "format_generation_table",
+    "frechet_distance",
+    "kernel_inception_distance",
+    "masked_ssim_psnr",
+    "mean_pairwise_ms_ssim",
+    "nearest_neighbour_ssim",
+    "pairwise_ms_ssim",
+    "prdc",
+    "ssim_map",
     "MS_SSIM_WEIGHTS",
     "multiscale_ssim_metric",
 ]

@@ -1,11 +1,14 @@
 from .export import PriorExportWrapper
 from .factory import PRIORS, build_prior
+from .feature_net import FEATURE_NET_VERSION, BrainFeatureNet
 from .gated_pixelcnn import GatedPixelCNN
 from .prior import AutoregressivePrior, IncrementalDecoder
 from .transformer_prior import TransformerPrior
 from .vqvae import BrainVQVAE, ReconstructionWrapper
 
 __all__ = [
+    "FEATURE_NET_VERSION",
+    "BrainFeatureNet",
     "PRIORS",
     "AutoregressivePrior",
     "BrainVQVAE",

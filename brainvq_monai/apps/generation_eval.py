@@ -1,0 +1,386 @@
+"""Offline generation evaluation of a run folder: feature net, samples, realism / diversity / memorisation metrics.
+
+``python -m brainvq_monai.apps.generation_eval RUN_DIR`` (or :func:`run_generation_eval`) trains (or reuses) the
+in-house feature network on the run's *training* split, samples the prior (``num_samples_per_class`` per class, one
+seed), scores the samples with :func:`brainvq_monai.metrics.generation.evaluate_generation` against the test split
+(with the train-vs-test floor), measures reconstruction SSIM / PSNR inside a brain mask on the test split, prints a
+summary table and writes ``RUN_DIR/generation_metrics.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from brainvq_monai.metrics.generation import (
+    bootstrap_ci,
+    evaluate_generation,
+    format_generation_table,
+    masked_ssim_psnr,
+)
+from brainvq_monai.networks.nets.feature_net import (
+    FEATURE_NET_VERSION,
+    BrainFeatureNet,
+    items_hash,
+    load_feature_net,
+    save_feature_net,
+    train_feature_net,
+)
+from brainvq_monai.utils.errors import BrainVQInputError
+
+__all__ = [
+    "GENERATION_METRICS",
+    "FEATURE_NET_FILE",
+    "slice_positions",
+    "ensure_feature_net",
+    "sample_run",
+    "reconstruction_metrics",
+    "run_generation_eval",
+    "format_summary",
+]
+
+GENERATION_METRICS = "generation_metrics.json"
+FEATURE_NET_FILE = "models/feature_net.pt"
+
+
+def slice_positions(items: list[dict[str, Any]], reference: list[dict[str, Any]] | None = None) -> torch.Tensor | None:
+    """Slice indices scaled to [0, 1] by the range of ``reference`` (default: ``items``); ``None`` without slices.
+
+    Args:
+        items: datalist items with a ``slice`` field.
+        reference: items defining the range (the training split).
+
+    Returns:
+        ``(N,)`` float positions (clipped to [0, 1]) or ``None``.
+    """
+    ref = reference if reference is not None else items
+    if not items or any(it.get("slice") is None for it in items) or any(it.get("slice") is None for it in ref):
+        return None
+    lo, hi = min(float(it["slice"]) for it in ref), max(float(it["slice"]) for it in ref)
+    if hi <= lo:
+        return None
+    return torch.tensor([(float(it["slice"]) - lo) / (hi - lo) for it in items]).clamp(0, 1)
+
+
+def _relative_items(items: list[dict[str, Any]], root: str | None) -> list[dict[str, Any]]:
+    out = []
+    for it in items:
+        image = str(it.get("image"))
+        if root and image.startswith(str(root)):
+            image = os.path.relpath(image, root)
+        out.append({"image": image, "slice": it.get("slice"), "label": it.get("label")})
+    return out
+
+
+def ensure_feature_net(
+    run: Any, seed: int = 0, epochs: int = 30, retrain: bool = False, verbose: bool = True
+) -> tuple[BrainFeatureNet, dict[str, Any]]:
+    """Loads ``run_dir/models/feature_net.pt`` when its version and training-data hash match, else trains and saves it.
+
+    Trained on the run's training split only (AD/NC + slice position, or the self-supervised flip task).
+
+    Args:
+        run: :class:`~brainvq_monai.apps.run_loader.RunArtifacts`.
+        seed: training seed (part of the hash).
+        epochs: training epochs (part of the hash).
+        retrain: ignore a saved network.
+        verbose: print progress to stderr.
+
+    Returns:
+        ``(network, info)``: ``info`` has ``version``, ``data_hash``, ``reused``, ``path`` and training ``meta``.
+    """
+    items = run.items("training")
+    extra = {"spatial_size": list(run.spatial_size), "seed": seed, "epochs": epochs, "version": FEATURE_NET_VERSION}
+    data_hash = items_hash(_relative_items(items, run.datalist.get("root")), extra)
+    path = Path(run.run_dir) / FEATURE_NET_FILE
+    if path.is_file() and not retrain:
+        try:
+            net, info = load_feature_net(path, data_hash)
+            return net, {**info, "reused": True, "path": str(path)}
+        except BrainVQInputError as err:
+            _say(f"retraining the feature net ({err})", verbose)
+    images, labels = run.load_images("training")
+    positions = slice_positions(items)
+    _say(f"training the feature net on {len(images)} training images ({epochs} epochs)", verbose)
+    net, history = train_feature_net(images, labels, positions, epochs=epochs, seed=seed)
+    meta = {
+        "split": "training",
+        "num_images": len(images),
+        "task": history["task"],
+        "position_target": history["position"],
+        "epochs": epochs,
+        "seed": seed,
+        "seconds": history["seconds"],
+        "final_loss": history["loss"][-1],
+        "first_loss": history["loss"][0],
+        "train_accuracy": history["accuracy"][-1],
+    }
+    save_feature_net(net, path, data_hash, meta)
+    return net, {
+        "version": FEATURE_NET_VERSION,
+        "data_hash": data_hash,
+        "meta": meta,
+        "reused": False,
+        "path": str(path),
+    }
+
+
+def _feature_net_check(net: BrainFeatureNet, run: Any, images: torch.Tensor, labels: torch.Tensor | None) -> dict:
+    """Held-out sanity check of the feature net on the test split: class accuracy and slice-position MAE."""
+    with torch.no_grad():
+        logits, pos = net(images)
+    out: dict[str, Any] = {"split": "test", "num_images": len(images)}
+    if labels is not None and net.num_classes == len(run.class_names or {}) and net.num_classes > 1:
+        out["class_accuracy"] = float((logits.argmax(1) == labels).double().mean())
+    positions = slice_positions(run.items("test"), run.items("training"))
+    if positions is not None:
+        out["position_mae"] = float((pos - positions).abs().mean())
+    return out
+
+
+def sample_run(
+    run: Any, num_samples_per_class: int, seed: int = 0, temperature: float = 1.0, batch_size: int = 64
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Samples the run's prior: ``num_samples_per_class`` per class (or in total when unconditional).
+
+    Args:
+        run: :class:`~brainvq_monai.apps.run_loader.RunArtifacts`.
+        num_samples_per_class: samples per class.
+        seed: sampling seed (one generator for all batches).
+        temperature: sampling temperature.
+        batch_size: samples drawn at once.
+
+    Returns:
+        ``(images (M, 1, *spatial) clamped to [0, 1] on the CPU, labels (M,) or None)``.
+    """
+    from brainvq_monai.inferers.prior_inferer import AutoregressivePriorInferer
+
+    if num_samples_per_class < 1:
+        raise BrainVQInputError("num_samples_per_class", f"must be >= 1, got {num_samples_per_class}")
+    inferer = AutoregressivePriorInferer()
+    device = next(run.prior.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(int(seed))
+    classes: list[int | None] = sorted(run.class_names) if run.conditional else [None]
+    images, labels = [], []
+    for c in classes:
+        done = 0
+        while done < num_samples_per_class:
+            n = min(batch_size, num_samples_per_class - done)
+            lab = None if c is None else torch.full((n,), c, dtype=torch.long, device=device)
+            x = inferer.sample(
+                run.vqvae, run.prior, n, run.latent_shape, lab, temperature, generator=gen, verbose=False
+            )
+            images.append(x.clamp(0, 1).cpu())
+            labels.append(torch.full((n,), -1 if c is None else c, dtype=torch.long))
+            done += n
+    return torch.cat(images), (torch.cat(labels) if run.conditional else None)
+
+
+def reconstruction_metrics(
+    run: Any, images: torch.Tensor, labels: torch.Tensor | None, seed: int = 0, batch_size: int = 32
+) -> dict[str, Any]:
+    """Reconstruction SSIM / PSNR of ``images`` inside a brain mask and over the whole image, per class too.
+
+    Args:
+        run: :class:`~brainvq_monai.apps.run_loader.RunArtifacts`.
+        images: ``(N, 1, *spatial)`` test images.
+        labels: ``(N,)`` classes or ``None``.
+        seed: bootstrap seed.
+        batch_size: VQ-VAE batch size.
+
+    Returns:
+        ``{"all": {...}, "<class>": {...}}`` with means, 95% bootstrap CIs of the masked SSIM / PSNR, and counts.
+    """
+    device = next(run.vqvae.parameters()).device
+    recon = []
+    with torch.no_grad():
+        for s in range(0, len(images), batch_size):
+            out = run.vqvae(images[s : s + batch_size].to(device))
+            recon.append((out[0] if isinstance(out, (tuple, list)) else out).clamp(0, 1).cpu())
+    rec = torch.cat(recon)
+    groups = {"all": torch.arange(len(images))}
+    if labels is not None:
+        for c in sorted(set(labels.tolist())):
+            groups[run.class_names.get(c, str(c))] = torch.nonzero(labels == c).flatten()
+    out: dict[str, Any] = {}
+    for name, idx in groups.items():
+        m = masked_ssim_psnr(rec[idx], images[idx])
+        out[name] = {
+            "num_images": len(idx),
+            "ssim_brain": m["ssim"],
+            "ssim_brain_ci": list(bootstrap_ci(m["ssim_per_image"], seed=seed)),
+            "psnr_brain": m["psnr"],
+            "psnr_brain_ci": list(bootstrap_ci(m["psnr_per_image"], seed=seed)),
+            "ssim_whole_image": m["ssim_full"],
+            "psnr_whole_image": m["psnr_full"],
+            "brain_mask_fraction": m["mask_fraction"],
+        }
+    out["mask"] = "test image > 0.05, dilated by 2 voxels; SSIM window 11 (MONAI SSIMMetric settings)"
+    return out
+
+
+def run_generation_eval(
+    run_dir: str | os.PathLike,
+    num_samples_per_class: int = 100,
+    seed: int = 0,
+    temperature: float = 1.0,
+    feature_epochs: int = 30,
+    num_bootstrap: int = 500,
+    retrain_feature_net: bool = False,
+    write: bool = True,
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """Evaluates a run folder's generations offline and writes ``run_dir/generation_metrics.json``.
+
+    Args:
+        run_dir: a ``brainvq demo`` run folder (see :func:`~brainvq_monai.apps.run_loader.load_run`).
+        num_samples_per_class: prior samples per class (in total for an unconditional prior).
+        seed: seed of the feature net, the samples, subsets and bootstrap.
+        temperature: sampling temperature.
+        feature_epochs: feature net training epochs.
+        num_bootstrap: bootstrap replicates.
+        retrain_feature_net: ignore a saved feature net.
+        write: write ``generation_metrics.json``.
+        verbose: print progress and the summary table to stderr.
+
+    Returns:
+        the metrics dict (also written to the JSON file).
+    """
+    from brainvq_monai.apps.run_loader import load_run
+
+    t0 = time.time()
+    torch.manual_seed(seed)
+    run = load_run(run_dir)
+    train_x, train_y = run.load_images("training")
+    test_x, test_y = run.load_images("test")
+    t_load = time.time()
+    net, net_info = ensure_feature_net(run, seed=seed, epochs=feature_epochs, verbose=verbose)
+    net_info["test_check"] = _feature_net_check(net, run, test_x, test_y)
+    t_feat = time.time()
+    _say(f"sampling {num_samples_per_class} per class from the {run.prior_name} prior (seed {seed})", verbose)
+    samples, sample_y = sample_run(run, num_samples_per_class, seed, temperature)
+    t_sample = time.time()
+    if not run.conditional:
+        train_y_eval = test_y_eval = None
+    else:
+        train_y_eval, test_y_eval = train_y, test_y
+    _say("computing generation metrics", verbose)
+    generation = evaluate_generation(
+        samples,
+        test_x,
+        train_x,
+        net,
+        sample_y,
+        test_y_eval,
+        train_y_eval,
+        seed=seed,
+        class_names=run.class_names,
+        num_bootstrap=num_bootstrap,
+    )
+    t_metrics = time.time()
+    recon = reconstruction_metrics(run, test_x, test_y, seed)
+    result = {
+        "run_dir": str(run.run_dir),
+        "prior": run.prior_name,
+        "conditional": run.conditional,
+        "class_names": {str(k): v for k, v in run.class_names.items()},
+        "seed": seed,
+        "sampling": {
+            "num_samples_per_class": num_samples_per_class,
+            "num_samples": len(samples),
+            "temperature": temperature,
+            "seed": seed,
+            "seconds": round(t_sample - t_feat, 2),
+        },
+        "feature_net": {k: v for k, v in net_info.items() if k != "config"},
+        "generation": generation,
+        "reconstruction": recon,
+        "seconds": {
+            "load": round(t_load - t0, 2),
+            "feature_net": round(t_feat - t_load, 2),
+            "sampling": round(t_sample - t_feat, 2),
+            "metrics": round(t_metrics - t_sample, 2),
+            "reconstruction": round(time.time() - t_metrics, 2),
+            "total": round(time.time() - t0, 2),
+        },
+    }
+    if write:
+        path = Path(run.run_dir) / GENERATION_METRICS
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        result["file"] = str(path)
+    if verbose:
+        print(format_summary(result), file=sys.stderr, flush=True)
+    return result
+
+
+def format_summary(result: dict[str, Any]) -> str:
+    """Human-readable summary of :func:`run_generation_eval` output: the metric tables and reconstruction.
+
+    Args:
+        result: the dict returned by :func:`run_generation_eval` (or read from ``generation_metrics.json``).
+
+    Returns:
+        markdown text.
+    """
+    fn = result["feature_net"]
+    check = fn.get("test_check", {})
+    parts = [
+        f"## Generation metrics ({result['prior']} prior, {result['sampling']['num_samples']} samples, "
+        f"seed {result['seed']}, temperature {result['sampling']['temperature']})",
+        "",
+        f"Feature net {fn['version']} (training-data hash {str(fn['data_hash'])[:12]}, "
+        f"{'reused' if fn.get('reused') else 'trained now'}): test class accuracy "
+        f"{check.get('class_accuracy', float('nan')):.2f}, slice-position MAE {check.get('position_mae', float('nan')):.3f}",
+        "",
+    ]
+    for group in result["generation"]["groups"]:
+        parts += [format_generation_table(result["generation"], group), ""]
+    parts += [
+        "Reconstruction on the test split (brain mask vs whole image):",
+        "",
+        "| group | n | SSIM brain | 95% CI | PSNR brain | SSIM whole | PSNR whole |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in result["reconstruction"].items():
+        if not isinstance(r, dict):
+            continue
+        ci = r["ssim_brain_ci"]
+        parts.append(
+            f"| {name} | {r['num_images']} | {r['ssim_brain']:.3f} | [{ci[0]:.3f}, {ci[1]:.3f}] | "
+            f"{r['psnr_brain']:.2f} | {r['ssim_whole_image']:.3f} | {r['psnr_whole_image']:.2f} |"
+        )
+    parts.append("")
+    parts.append(f"Time: {result['seconds']}")
+    return "\n".join(parts)
+
+
+def _say(msg: str, verbose: bool = True) -> None:
+    if verbose:
+        print(f"generation eval: {msg}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m brainvq_monai.apps.generation_eval RUN_DIR [--samples N] [--seed S]``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir")
+    parser.add_argument("--samples", type=int, default=100, help="samples per class")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--retrain", action="store_true", help="retrain the feature net")
+    args = parser.parse_args(argv)
+    try:
+        run_generation_eval(args.run_dir, args.samples, args.seed, retrain_feature_net=args.retrain)
+    except BrainVQInputError as err:
+        print(f"generation eval: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

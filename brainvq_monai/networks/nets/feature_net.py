@@ -1,0 +1,312 @@
+"""A small in-house feature network for generation metrics (FID, KID, precision/recall) that works offline.
+
+No ImageNet / RadImageNet weights can be downloaded, so the features come from a small CNN trained on the *training*
+split only: AD/NC classification (or, without labels, which of four flips was applied: a self-supervised signal)
+plus regression of the normalised slice position when items carry one. The trained network is frozen and saved with
+:data:`FEATURE_NET_VERSION` and a hash of the training items (:func:`items_hash`): metrics computed with different
+feature networks are not comparable, and :func:`load_feature_net` refuses a file of another version or data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from monai.networks.blocks import Convolution
+from torch import nn
+from torch.nn import functional as F
+
+from brainvq_monai.utils.errors import BrainVQInputError
+
+__all__ = [
+    "FEATURE_NET_VERSION",
+    "BrainFeatureNet",
+    "items_hash",
+    "train_feature_net",
+    "save_feature_net",
+    "load_feature_net",
+    "flip_task",
+]
+
+# bump when the architecture, the training recipe or the targets change: features (and metrics) then change too
+FEATURE_NET_VERSION = "brainvq-featnet-1"
+
+
+class BrainFeatureNet(nn.Module):
+    """Strided CNN -> global average pool -> ``feature_dim`` embedding, with a class head and a position head.
+
+    One code path for 2D and 3D (``spatial_dims``). ``features(x)`` is the embedding used by the metrics.
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels: image channels.
+        num_classes: classes of the classification head (AD/NC, or 4 flips for the self-supervised task).
+        feature_dim: size of the feature vector.
+        channels: channels of the stride-2 convolution blocks.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int = 2,
+        in_channels: int = 1,
+        num_classes: int = 2,
+        feature_dim: int = 128,
+        channels: Sequence[int] = (16, 32, 64, 128),
+    ) -> None:
+        super().__init__()
+        if spatial_dims not in (2, 3):
+            raise BrainVQInputError("spatial_dims", f"must be 2 or 3, got {spatial_dims}")
+        if num_classes < 1 or feature_dim < 1 or not channels:
+            raise BrainVQInputError("BrainFeatureNet", "num_classes, feature_dim and channels must be positive")
+        self.spatial_dims = spatial_dims
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.feature_dim = feature_dim
+        self.channels = tuple(int(c) for c in channels)
+        blocks: list[nn.Module] = []
+        prev = in_channels
+        for ch in self.channels:
+            blocks.append(
+                Convolution(
+                    spatial_dims,
+                    prev,
+                    ch,
+                    strides=2,
+                    kernel_size=3,
+                    act="GELU",
+                    norm=("group", {"num_groups": min(8, ch)}),
+                )
+            )
+            blocks.append(
+                Convolution(spatial_dims, ch, ch, kernel_size=3, act="GELU", norm=("group", {"num_groups": min(8, ch)}))
+            )
+            prev = ch
+        self.encoder = nn.Sequential(*blocks)
+        self.embed = nn.Linear(prev, feature_dim)
+        self.class_head = nn.Linear(feature_dim, num_classes)
+        self.position_head = nn.Linear(feature_dim, 1)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Feature vectors ``(B, feature_dim)`` of images ``(B, C, *spatial)``."""
+        h = self.encoder(x)
+        return self.embed(h.flatten(2).mean(-1))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns ``(class_logits (B, num_classes), slice_position (B,))`` (position in [0, 1])."""
+        f = F.gelu(self.features(x))
+        return self.class_head(f), torch.sigmoid(self.position_head(f)).squeeze(-1)
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments (saved with the weights)."""
+        return {
+            "spatial_dims": self.spatial_dims,
+            "in_channels": self.in_channels,
+            "num_classes": self.num_classes,
+            "feature_dim": self.feature_dim,
+            "channels": list(self.channels),
+        }
+
+
+def items_hash(items: Sequence[Mapping[str, Any]], extra: Mapping[str, Any] | None = None) -> str:
+    """SHA-256 of the training items (image path, slice, label) and settings that shape the features.
+
+    Args:
+        items: datalist items used for training.
+        extra: further settings (spatial size, seed, ...), hashed as sorted JSON.
+
+    Returns:
+        hex digest.
+    """
+    h = hashlib.sha256()
+    for it in items:
+        h.update(f"{it.get('image')}|{it.get('slice', '')}|{it.get('label', '')}\n".encode())
+    h.update(json.dumps(dict(extra or {}), sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def flip_task(images: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Self-supervised targets when there are no labels: flips of the first two spatial axes (4 classes).
+
+    Args:
+        images: ``(B, C, *spatial)``.
+        generator: random generator.
+
+    Returns:
+        ``(flipped images, flip class in [0, 4))``.
+    """
+    target = torch.randint(0, 4, (images.shape[0],), generator=generator)
+    out = images.clone()
+    for i, t in enumerate(target.tolist()):
+        dims = [d for bit, d in ((1, 2), (2, 3)) if t & bit]
+        if dims:
+            out[i] = torch.flip(images[i : i + 1], dims)[0]
+    return out, target
+
+
+def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Small label-preserving changes: shift by up to 3 voxels, contrast/brightness jitter, noise."""
+    b = x.shape[0]
+    shifts = torch.randint(-3, 4, (x.dim() - 2,), generator=generator).tolist()
+    x = torch.roll(x, shifts=shifts, dims=tuple(range(2, x.dim())))
+    view = (b,) + (1,) * (x.dim() - 1)
+    scale = 1 + 0.1 * (torch.rand(view, generator=generator) * 2 - 1)
+    offset = 0.05 * (torch.rand(view, generator=generator) * 2 - 1)
+    return (x * scale + offset + 0.01 * torch.randn(x.shape, generator=generator)).clamp(0, 1)
+
+
+def train_feature_net(
+    images: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    positions: torch.Tensor | None = None,
+    num_classes: int | None = None,
+    epochs: int = 30,
+    batch_size: int = 32,
+    lr: float = 3e-3,
+    seed: int = 0,
+    feature_dim: int = 128,
+    channels: Sequence[int] = (16, 32, 64, 128),
+    position_weight: float = 5.0,
+) -> tuple[BrainFeatureNet, dict[str, Any]]:
+    """Trains a :class:`BrainFeatureNet` on training images (CPU-friendly) and returns it frozen in eval mode.
+
+    Loss: cross-entropy on ``labels`` (or on the self-supervised flip task without labels) plus
+    ``position_weight`` x MSE on ``positions`` (normalised slice positions in [0, 1]) when given.
+
+    Args:
+        images: ``(N, C, *spatial)`` training images in [0, 1].
+        labels: ``(N,)`` class labels or ``None``.
+        positions: ``(N,)`` positions in [0, 1] or ``None``.
+        num_classes: number of classes (default: ``labels.max() + 1``; 4 for the flip task).
+        epochs: passes over the data.
+        batch_size: batch size.
+        lr: AdamW learning rate (cosine decay).
+        seed: seed of initialisation, batches and augmentation.
+        feature_dim: feature size.
+        channels: encoder channels.
+        position_weight: weight of the position loss.
+
+    Returns:
+        ``(network, history)``; history has per-epoch ``loss``, ``accuracy`` (training) and ``seconds``.
+    """
+    if images.dim() < 4:
+        raise BrainVQInputError("images", f"expected (N, C, *spatial), got shape {tuple(images.shape)}")
+    n = images.shape[0]
+    if n < 2:
+        raise BrainVQInputError("images", "need at least 2 training images for the feature network")
+    if labels is not None and labels.shape != (n,):
+        raise BrainVQInputError("labels", f"expected shape ({n},), got {tuple(labels.shape)}")
+    if positions is not None and positions.shape != (n,):
+        raise BrainVQInputError("positions", f"expected shape ({n},), got {tuple(positions.shape)}")
+    self_supervised = labels is None
+    if num_classes is None:
+        num_classes = 4 if self_supervised else int(labels.max()) + 1  # type: ignore[union-attr]
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    net = BrainFeatureNet(images.dim() - 2, images.shape[1], num_classes, feature_dim, channels)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    steps = epochs * ((n + batch_size - 1) // batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.15)
+    history: dict[str, Any] = {"loss": [], "accuracy": []}
+    start = time.time()
+    images = images.float()
+    net.train()
+    for _ in range(epochs):
+        perm = torch.randperm(n, generator=gen)
+        total, correct, seen = 0.0, 0, 0
+        for i in range(0, n, batch_size):
+            idx = perm[i : i + batch_size]
+            x = _augment(images[idx], gen)
+            if self_supervised:
+                x, y = flip_task(x, gen)
+            else:
+                y = labels[idx].long()  # type: ignore[index]
+            logits, pos = net(x)
+            loss = F.cross_entropy(logits, y)
+            if positions is not None:
+                loss = loss + position_weight * F.mse_loss(pos, positions[idx].float())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(idx)
+        history["loss"].append(total / seen)
+        history["accuracy"].append(correct / seen)
+    history["seconds"] = round(time.time() - start, 2)
+    history["task"] = "flip (self-supervised)" if self_supervised else "class"
+    history["position"] = positions is not None
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net, history
+
+
+def save_feature_net(
+    net: BrainFeatureNet, path: str | os.PathLike, data_hash: str, meta: Mapping[str, Any] | None = None
+) -> None:
+    """Saves weights, constructor arguments, :data:`FEATURE_NET_VERSION`, the training-data hash and ``meta``.
+
+    Args:
+        net: the trained network.
+        path: destination ``.pt`` file (parent folders are created).
+        data_hash: :func:`items_hash` of the training items.
+        meta: extra JSON-able information (training history, split name, ...).
+    """
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    torch.save(
+        {
+            "version": FEATURE_NET_VERSION,
+            "data_hash": data_hash,
+            "config": net.config(),
+            "state_dict": net.state_dict(),
+            "meta": json.loads(json.dumps(dict(meta or {}), default=str)),
+        },
+        path,
+    )
+
+
+def load_feature_net(
+    path: str | os.PathLike, data_hash: str | None = None, map_location: str | torch.device = "cpu"
+) -> tuple[BrainFeatureNet, dict[str, Any]]:
+    """Loads a network saved by :func:`save_feature_net`, frozen and in eval mode.
+
+    Args:
+        path: the ``.pt`` file.
+        data_hash: when given, the file must have been trained on data with this hash.
+        map_location: device.
+
+    Returns:
+        ``(network, info)`` with ``info`` = ``version``, ``data_hash``, ``config``, ``meta``.
+
+    Raises:
+        BrainVQInputError: missing file, other version, or other training data.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise BrainVQInputError(path, "feature network file not found")
+    try:
+        saved = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad input file
+        raise BrainVQInputError(path, f"cannot be read as a feature network ({type(err).__name__})") from err
+    if not isinstance(saved, Mapping) or "state_dict" not in saved:
+        raise BrainVQInputError(path, "not a feature network file (no state_dict)")
+    if saved.get("version") != FEATURE_NET_VERSION:
+        raise BrainVQInputError(
+            path, f"feature network version {saved.get('version')!r}, expected {FEATURE_NET_VERSION!r}; retrain it"
+        )
+    if data_hash is not None and saved.get("data_hash") != data_hash:
+        raise BrainVQInputError(path, "feature network was trained on other data (training-items hash differs)")
+    net = BrainFeatureNet(**saved["config"])
+    net.load_state_dict(saved["state_dict"])
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    info = {k: saved.get(k) for k in ("version", "data_hash", "config", "meta")}
+    return net, info
