@@ -73,9 +73,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         )
     if nll:
         print(f"  prior test NLL {nll.get('test_nll', float('nan')):.3f} nats/token")
-    for key in ("checkpoints", "metrics", "samples", "tensorboard"):
-        print(f"  {key:<12} {summary[key]}")
+    for key in ("checkpoints", "metrics", "samples", "tensorboard", "report"):
+        if key in summary:
+            print(f"  {key:<12} {summary[key]}")
     print(f"  tensorboard --logdir {summary['tensorboard']}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from brainvq_monai.apps.report import make_report
+
+    path = make_report(args.run, generation=not args.no_generation, device=args.device)
+    print(f"wrote {path} (figures in {path.parent / 'report'})")
     return 0
 
 
@@ -103,6 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--prior", choices=["transformer", "pixelcnn"], default="transformer", help="prior to train")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("report", help="write report.md and figures (curves, grids, codebook, metrics) for a run")
+    p.add_argument("--run", required=True, help="run folder (brainvq demo --out DIR)")
+    p.add_argument(
+        "--no-generation",
+        action="store_true",
+        help="do not compute generation_metrics.json when it is missing (the table then says it was not computed)",
+    )
+    p.add_argument("--device", default=None, help="torch device for the models (default: cuda if available, else cpu)")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("datalist", help="write a leak-free MONAI datalist for an OASIS, ADNI or NIfTI folder")
     p.add_argument("--format", required=True, choices=["oasis", "adni", "nifti"])

@@ -64,6 +64,7 @@ def test_brainvq_demo_end_to_end(tmp_path, monkeypatch, capsys):
         "batch_size": 8,
         "vqvae_channels": [8, 16],
         "vqvae_epochs": 1,
+        "report_generation": False,
         "prior_epochs": 1,
         "prior_val_interval": 1,
         "num_samples": 2,
@@ -81,6 +82,8 @@ def test_brainvq_demo_end_to_end(tmp_path, monkeypatch, capsys):
     assert len(list((out / "samples").glob("sample_*.png"))) == 4  # 2 per class
     assert any((out / "tensorboard" / "vqvae").iterdir()) and any((out / "tensorboard" / "prior_transformer").iterdir())
     assert (out / "data" / "demo_cohort.json").is_file()
+    report = (out / "report.md").read_text()
+    assert "metrics.json" in report and (out / "report" / "reconstructions.png").is_file()
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from brainvq_monai.apps.run_loader import run_config_from_settings, write_run_config
 from brainvq_monai.bundle.utils import default_bundle_root
 from brainvq_monai.data.demo import validate_demo_settings
 from brainvq_monai.utils.errors import BrainVQInputError
@@ -43,6 +44,7 @@ DEMO_SETTINGS: dict[str, Any] = {
     },
     "pixelcnn": {"channels": 48, "num_layers": 8, "kernel_size": 5, "dropout": 0.1},
     "num_samples": 8,
+    "report_generation": True,
 }
 
 
@@ -124,7 +126,8 @@ def run_demo(
         settings: overrides of :data:`DEMO_SETTINGS`.
 
     Returns:
-        a summary: paths, metrics and timings.
+        a summary: paths, metrics and timings; the run ends with ``report.md`` (figures, metric tables and
+        generation metrics of this run, see :func:`brainvq_monai.apps.report.make_report`).
     """
     if prior not in ("transformer", "pixelcnn"):
         raise BrainVQInputError("prior", f"must be 'transformer' or 'pixelcnn', got {prior!r}")
@@ -133,6 +136,8 @@ def run_demo(
     out_path = Path(os.path.abspath(os.fspath(out)))
     out_path.mkdir(parents=True, exist_ok=True)
     common = demo_overrides(out_path, s, prior, subjects, seed)
+    # what rebuilding the networks needs (brainvq_monai.apps.run_loader.load_run), written before training starts
+    write_run_config(out_path, run_config_from_settings(s, prior, subjects=subjects, seed=seed))
     arch = {
         "channels": s["vqvae_channels"],
         "num_res_channels": s["vqvae_channels"],
@@ -167,9 +172,10 @@ def run_demo(
     ]
     timings: dict[str, float] = {}
     t0 = time.time()
-    _say(f"[0/{len(steps)}] demo cohort and datalist under {out_path / 'data'} (created on first use)")
+    total = len(steps) + 1  # + the report
+    _say(f"[0/{total}] demo cohort and datalist under {out_path / 'data'} (created on first use)")
     for i, (what, config, overrides) in enumerate(steps, 1):
-        _say(f"[{i}/{len(steps)}] {what} ({config})")
+        _say(f"[{i}/{total}] {what} ({config})")
         start = time.time()
         run_bundle_config(config, overrides)
         timings[config] = round(time.time() - start, 1)
@@ -180,11 +186,23 @@ def run_demo(
         "data": str(out_path / "data"),
         "checkpoints": str(out_path / "models"),
         "tensorboard": str(out_path / "tensorboard"),
+        "run_config": str(out_path / "run_config.json"),
         "metrics": str(metrics_file),
         "samples": str(out_path / "samples"),
         "seconds": {**timings, "total": round(time.time() - t0, 1)},
         "results": metrics,
     }
+    (out_path / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    from brainvq_monai.apps.report import make_report
+
+    _say(f"[{total}/{total}] generation metrics and report (report.md)")
+    start = time.time()
+    summary["report"] = str(make_report(out_path, generation=bool(s["report_generation"])))
+    summary["seconds"]["report"] = round(time.time() - start, 1)
+    summary["seconds"]["total"] = round(time.time() - t0, 1)
+    generation_file = out_path / "generation_metrics.json"
+    if generation_file.is_file():
+        summary["generation_metrics"] = str(generation_file)
     (out_path / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 

@@ -1,0 +1,152 @@
+"""`brainvq report` on one tiny demo run: figures exist and are real images, numbers come from the run's files."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from brainvq_monai.apps.report import REPORT_FIGURES, make_report, read_tensorboard_scalars
+from brainvq_monai.cli import main
+from brainvq_monai.utils.errors import BrainVQInputError
+
+TINY = {
+    "spatial_size": [32, 32],
+    "num_embeddings": 16,
+    "embedding_dim": 8,
+    "batch_size": 8,
+    "vqvae_channels": [8, 16],
+    "vqvae_epochs": 2,
+    "prior_epochs": 2,
+    "prior_val_interval": 1,
+    "num_samples": 3,
+    "transformer": {"attn_layers_dim": 16, "attn_layers_depth": 1, "attn_layers_heads": 2},
+    "report_generation": False,  # the demo's closing report without generation metrics (tested on their own)
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, demo_cohort):
+    """One tiny `brainvq demo` run (the session's 8-subject cohort, 32x32, 2 epochs each), shared by this module."""
+    from brainvq_monai.apps.demo import run_demo
+
+    out = tmp_path_factory.mktemp("report_run") / "run"
+    out.mkdir()
+    (out / "data").symlink_to(demo_cohort, target_is_directory=True)  # the demo reads it, never writes it
+    run_demo(out, subjects=8, seed=3, settings=TINY)
+    return out
+
+
+def _table(md: str, heading: str) -> dict[str, list[str]]:
+    """``{first cell: other cells}`` of the tables under ``### heading``."""
+    section = md.split(f"### {heading}", 1)[1].split("###", 1)[0]
+    rows = [[c.strip() for c in r.strip().strip("|").split("|")] for r in section.splitlines() if r.startswith("|")]
+    return {r[0]: r[1:] for r in rows if len(r) >= 2 and not r[1].startswith("---")}
+
+
+def _check_png(path, min_side=150):
+    assert path.is_file(), path
+    assert 5_000 < path.stat().st_size < 400_000, (path, path.stat().st_size)
+    image = np.asarray(Image.open(path).convert("L"), dtype=np.float32)
+    assert min(image.shape) >= min_side
+    assert image.std() > 10  # not a blank figure
+
+
+def test_report_figures_and_numbers(tiny_run):
+    md_path = make_report(tiny_run, generation=False)
+    assert md_path == tiny_run / "report.md"
+    md = md_path.read_text()
+    for key, name in REPORT_FIGURES.items():
+        if key == "memorisation":  # drawn from generation_metrics.json only
+            assert f"](report/{name})" not in md and "memorisation (no generation_metrics.json)" in md
+            continue
+        assert f"](report/{name})" in md, name
+        _check_png(tiny_run / "report" / name)
+    # which run, data, settings, device, versions
+    assert f"`{tiny_run}`" in md and "report device | cpu" in md and "torch " in md and "monai " in md
+    assert '"embedding_dim": 8' in md  # the run's own settings (run_config.json), not the defaults
+    assert "not computed" in md and "--no-generation" in md
+
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    rec, prior = metrics["reconstruction"]["metrics"], metrics["prior"]["metrics"]
+    rec_table = _table(md, "Reconstruction")
+    assert math.isclose(float(rec_table["SSIM (whole image)"][0]), rec["test_ssim"], rel_tol=1e-3)
+    assert math.isclose(float(rec_table["PSNR (dB, whole image)"][0]), rec["test_psnr"], rel_tol=1e-3)
+    assert math.isclose(float(rec_table["codebook perplexity"][0]), rec["test_perplexity"], rel_tol=1e-3)
+    assert int(rec_table["codes used"][0]) == int(rec["test_codes_used"])
+    prior_table = _table(md, "Prior")
+    assert math.isclose(float(prior_table["NLL (nats/token)"][0]), prior["test_nll"], rel_tol=1e-3)
+    assert math.isclose(float(prior_table["bits/dim"][0]), prior["test_bits_per_dim"], rel_tol=1e-3)
+    # the report's own codebook count over the test split agrees with the bundle evaluator's
+    used, k = map(int, re.search(r"(\d+) of (\d+) codes used", md).groups())
+    assert (used, k) == (int(rec["test_codes_used"]), TINY["num_embeddings"])
+    perplexity = float(re.search(r"dead, perplexity (\d+(?:\.\d+)?)", md).group(1))
+    assert math.isclose(perplexity, rec["test_perplexity"], rel_tol=1e-3)
+
+    scalars = read_tensorboard_scalars(tiny_run / "tensorboard")
+    assert {"loss", "lr", "val_ssim"} <= set(scalars["vqvae"]) and "val_nll" in scalars["prior_transformer"]
+    steps, values = scalars["prior_transformer"]["val_nll"]
+    assert steps.tolist() == [1, 2] and np.isfinite(values).all()
+
+
+def _fake_generation_metrics() -> dict:
+    row = {"better": "lower", "generated": 12.5, "real_floor": 3.25, "generated_ci": [10.0, 15.0]}
+    group = {
+        "counts": {"samples": 6, "real_test": 8, "real_train": 20, "real_floor_subset": 6},
+        "metrics": {"fid": row},
+        "memorisation": {
+            "generated_quantiles": {"q50": 0.61},
+            "real_test_quantiles": {"q50": 0.66},
+            "generated_max": 0.7,
+            "real_test_max": 0.8,
+            "copy_fraction": 0.0,
+            "generated_values": [0.5, 0.6, 0.7],
+            "real_test_values": [0.6, 0.7, 0.8],
+        },
+    }
+    return {
+        "prior": "transformer",
+        "seed": 7,
+        "sampling": {"num_samples_per_class": 3, "num_samples": 6, "temperature": 1.0, "seed": 7},
+        "feature_net": {"version": "test-1", "data_hash": "abc", "test_check": {"class_accuracy": 0.5}},
+        "generation": {"seed": 7, "k": 5, "num_bootstrap": 10, "groups": {"all": group}},
+        "reconstruction": {"all": {"num_images": 8, "ssim_brain": 0.4321, "ssim_brain_ci": [0.4, 0.45],
+                                   "psnr_brain": 20.5, "ssim_whole_image": 0.5, "psnr_whole_image": 21.0}},
+    }  # fmt: skip
+
+
+def test_cli_report_with_generation_metrics_and_fresh_samples(tiny_run, capsys):
+    gen_file = tiny_run / "generation_metrics.json"
+    gen_file.write_text(json.dumps(_fake_generation_metrics()))
+    hidden = tiny_run.parent / "samples_hidden"
+    shutil.move(tiny_run / "samples", hidden)  # no sample files: the report draws fresh samples
+    try:
+        assert main(["report", "--run", str(tiny_run)]) == 0
+    finally:
+        shutil.move(hidden, tiny_run / "samples")
+        gen_file.unlink()
+    assert str(tiny_run / "report.md") in capsys.readouterr().out
+    md = (tiny_run / "report.md").read_text()
+    assert _table(md, "Generation")["fid"][:4] == ["12.5", "[10, 15]", "3.25", "-"]  # value, CI, floor of the file
+    assert "seed 7" in md and "0.4321" in md  # seeds and masked reconstruction SSIM from the file
+    assert "fresh samples" in md
+    assert f"](report/{REPORT_FIGURES['memorisation']})" in md
+    _check_png(tiny_run / "report" / REPORT_FIGURES["memorisation"])
+    _check_png(tiny_run / "report" / REPORT_FIGURES["samples"])
+
+
+def test_report_bad_run_dir_is_one_line(tmp_path, capsys):
+    assert main(["report", "--run", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(tmp_path / "nope") in err and "not found" in err
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BrainVQInputError, match="missing metrics.json"):
+        make_report(tmp_path / "empty", generation=False)
+    assert main(["report", "--run", str(tmp_path / "empty"), "--no-generation"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "empty" in err and "metrics.json" in err
