@@ -23,7 +23,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -31,6 +30,8 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+
+from brainvq_monai.utils.environment import device_info, versions
 
 __all__ = ["main", "run_benchmark"]
 
@@ -57,40 +58,6 @@ def _time(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: boo
         _sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times), out
-
-
-def _device_info(device: torch.device) -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    info: dict[str, Any] = {
-        "device": str(device),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
-def _versions() -> dict[str, str]:
-    import monai
-    import numpy
-
-    import brainvq_monai
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "monai": monai.__version__,
-        "numpy": numpy.__version__,
-        "brainvq_monai": getattr(brainvq_monai, "__version__", "unknown"),
-    }
 
 
 def _cheap_vqvae(num_embeddings: int, device: torch.device) -> torch.nn.Module:
@@ -331,8 +298,8 @@ def run_benchmark(device: str = "cpu", quick: bool = False, seed: int = 0, tiny:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "mode": "tiny" if tiny else ("quick" if quick else "full"),
         "seed": seed,
-        "device": _device_info(dev),
-        "versions": _versions(),
+        "device": device_info(dev),
+        "versions": versions(),
         "cases": cases,
     }
 

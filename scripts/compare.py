@@ -29,7 +29,6 @@ import datetime
 import json
 import math
 import os
-import platform
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -38,6 +37,8 @@ from typing import Any
 
 import torch
 from torch.nn import functional as F
+
+from brainvq_monai.utils.environment import device_info, versions
 
 __all__ = ["MODES", "format_table", "main", "run_compare"]
 
@@ -136,40 +137,6 @@ def _sync(device: torch.device) -> None:
 
 def _num_params(module: torch.nn.Module) -> int:
     return int(sum(p.numel() for p in module.parameters()))
-
-
-def _device_info(device: torch.device) -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    info: dict[str, Any] = {
-        "device": str(device),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
-def _versions() -> dict[str, str]:
-    import monai
-    import numpy
-
-    import brainvq_monai
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "monai": monai.__version__,
-        "numpy": numpy.__version__,
-        "brainvq_monai": getattr(brainvq_monai, "__version__", "unknown"),
-    }
 
 
 def _finite(x: Any) -> Any:
@@ -668,8 +635,8 @@ def run_compare(
             "feature_net": seed,
             "metrics": seed,
         },
-        "device": _device_info(dev),
-        "versions": _versions(),
+        "device": device_info(dev),
+        "versions": versions(),
         "data": data,
         "vqvae": {"settings": vq_settings, "models": vq_models},
         "prior": {

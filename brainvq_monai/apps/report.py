@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from brainvq_monai.utils.environment import versions
 from brainvq_monai.utils.errors import BrainVQInputError
 
 __all__ = ["make_report", "read_tensorboard_scalars", "REPORT_FIGURES"]
@@ -116,29 +116,6 @@ def _pretty_tag(name: str) -> str:
     return {"vqvae": "VQ-VAE", "prior_transformer": "transformer prior", "prior_pixelcnn": "PixelCNN prior"}.get(
         name, name.replace("_", " ")
     )
-
-
-def _versions() -> dict[str, str]:
-    import matplotlib
-    import monai
-
-    import brainvq_monai
-
-    versions = {
-        "brainvq_monai": brainvq_monai.__version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "monai": monai.__version__,
-        "numpy": np.__version__,
-        "matplotlib": matplotlib.__version__,
-    }
-    try:
-        import ignite
-
-        versions["pytorch-ignite"] = ignite.__version__
-    except ImportError:  # pragma: no cover - a dependency
-        pass
-    return versions
 
 
 # ---------------------------------------------------------------------------------------------------- curves
@@ -704,7 +681,7 @@ def _markdown(
         f"| prior | {art.prior_name} |",
         f"| training device | {trained_on} |",
         f"| report device | {dev} |",
-        f"| versions (report) | {', '.join(f'{k} {v}' for k, v in _versions().items())} |",
+        f"| versions (report) | {', '.join(f'{k} {v}' for k, v in versions('matplotlib', 'ignite').items())} |",
     ]
     if seconds:
         steps = ", ".join(f"{k.removesuffix('.json')} {v}" for k, v in seconds.items())
