@@ -13,11 +13,16 @@ import torch
 from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced, sync_all_reduce
 
+from brainvq_monai.networks.layers.quantizer import codebook_perplexity
+
 __all__ = ["CodebookHistogram", "CodebookPerplexity", "CodesUsed", "histogram_perplexity"]
 
 
 def histogram_perplexity(counts: torch.Tensor) -> torch.Tensor:
-    """Perplexity ``exp(-sum p log p)`` of a histogram of code counts.
+    """Perplexity ``exp(-sum p log p)`` of a histogram of code counts, in float64 for epoch-sized counts.
+
+    The same quantity as :func:`brainvq_monai.networks.layers.codebook_perplexity` (which the quantizer uses per
+    batch); this is that function on a float64 histogram.
 
     Args:
         counts: ``(K,)`` non-negative counts.
@@ -25,12 +30,7 @@ def histogram_perplexity(counts: torch.Tensor) -> torch.Tensor:
     Returns:
         scalar tensor; 1 for a single used code, ``K`` for uniform usage, 0 for an empty histogram.
     """
-    total = counts.sum()
-    if total <= 0:
-        return torch.zeros((), dtype=torch.float64)
-    p = counts.double() / total
-    p = p[p > 0]
-    return torch.exp(-(p * p.log()).sum())
+    return codebook_perplexity(torch.as_tensor(counts).double())
 
 
 class CodebookHistogram(Metric):

@@ -34,11 +34,12 @@ def codebook_perplexity(counts: torch.Tensor) -> torch.Tensor:
         counts: non-negative counts (or probabilities) over the codebook in the last dimension, shape ``[..., K]``.
 
     Returns:
-        float32 tensor of shape ``counts.shape[:-1]``.
+        tensor of shape ``counts.shape[:-1]``, float32 (float64 for float64 counts).
     """
-    counts = counts.detach().float()
+    counts = counts.detach()
+    counts = counts.to(torch.promote_types(counts.dtype, torch.float32))
     total = counts.sum(dim=-1, keepdim=True)
-    probs = counts / total.clamp_min(torch.finfo(torch.float32).tiny)
+    probs = counts / total.clamp_min(torch.finfo(counts.dtype).tiny)
     entropy = -torch.special.xlogy(probs, probs).sum(dim=-1)
     return torch.where(total.squeeze(-1) > 0, entropy.exp(), torch.zeros_like(entropy))
 
