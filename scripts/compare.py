@@ -346,7 +346,7 @@ def _build_priors(
             **cfg["transformer"],
             "embedding_dropout_rate": dropout,
             "ordering_type": "raster_scan",
-            "use_flash_attention": True,
+            "use_checkpointing": False,
         },
         "pixelcnn": {**pcfg, "channels": best, "dropout": dropout, "width_chosen_to_match_transformer_params": True},
     }

@@ -12,6 +12,7 @@ from monai.networks.nets import DecoderOnlyTransformer
 from monai.utils import Ordering
 
 from brainvq_monai.inferers.sampling import sample_codes
+from brainvq_monai.networks.nets.causal_transformer import CausalTransformer
 from brainvq_monai.networks.nets.kv_cache import TransformerKVCacheDecoder
 from brainvq_monai.networks.nets.transformer_prior import TransformerPrior, make_sequence_ordering
 from brainvq_monai.utils.errors import BrainVQInputError
@@ -141,11 +142,18 @@ def test_monai_state_dict_and_from_monai(use_combined_linear):
 
     if use_combined_linear is False:  # TransformerPrior builds MONAI's default layout: the state dict loads as is
         prior = _prior(shape)
-        prior.transformer.load_state_dict(monai_tf.state_dict())
-        torch.testing.assert_close(prior.sequence_logits(codes), monai_logits, atol=0, rtol=0)
+        prior.transformer.load_state_dict(monai_tf.state_dict())  # strict, MONAI's causal_mask keys dropped
+        torch.testing.assert_close(prior.sequence_logits(codes), monai_logits, atol=1e-5, rtol=1e-5)
+    before = {k: v.clone() for k, v in monai_tf.state_dict().items()}
     prior = TransformerPrior.from_monai(monai_tf, shape, ordering_type="raster_scan")
-    assert prior.transformer is monai_tf and prior.num_embeddings == K
-    torch.testing.assert_close(prior.sequence_logits(codes), monai_logits, atol=0, rtol=0)
+    # converted: a CausalTransformer with copied weights, the MONAI module untouched
+    assert isinstance(prior.transformer, CausalTransformer) and prior.transformer is not monai_tf
+    assert prior.num_embeddings == K and not prior.transformer.training
+    assert all(torch.equal(monai_tf.state_dict()[k], v) for k, v in before.items())
+    assert prior.transformer.blocks[0].attn.use_combined_linear is use_combined_linear
+    # a CausalTransformer is used as is
+    assert TransformerPrior.from_monai(prior.transformer, shape).transformer is prior.transformer
+    torch.testing.assert_close(prior.sequence_logits(codes), monai_logits, atol=1e-5, rtol=1e-5)
     logits = prior(codes).flatten(2)
     decoder = prior.incremental_decoder(2, shape)
     for t in range(12):
@@ -239,15 +247,44 @@ def test_cuda_graph_request_falls_back_on_cpu():
     torch.testing.assert_close(decoder.step(codes.reshape(2, -1), 0), prior(codes)[:, :, 0, 0], atol=1e-5, rtol=1e-5)
 
 
-def test_flash_attention_full_forward_matches_cached_decoder():
+def test_checkpointing_prior_matches_and_decoder_exact():
     shape = (3, 4)
-    prior = _prior(shape, num_classes=2, use_flash_attention=True)
-    reference = _prior(shape, num_classes=2)  # same seed, same weights, einsum attention
+    prior = _prior(shape, num_classes=2, use_checkpointing=True)
+    reference = _prior(shape, num_classes=2)  # same seed, same weights
+    assert prior.transformer.use_checkpointing and not reference.transformer.use_checkpointing
     codes, labels = _codes(2, shape), torch.tensor([1, 0])
+    grads = []
+    for model in (prior.train(), reference.train()):
+        model.zero_grad()
+        torch.nn.functional.cross_entropy(model(codes, labels), codes).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and "transformer.to_logits.weight" in grads[0]
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grad, grads[1][name], atol=1e-6, rtol=1e-5)
+    prior.eval()
     full = prior(codes, labels)
-    torch.testing.assert_close(full, reference(codes, labels), atol=1e-5, rtol=1e-5)
     decoder = prior.incremental_decoder(2, shape, labels)
     for t in range(12):
         torch.testing.assert_close(
             decoder.step(codes.reshape(2, -1), t), full.flatten(2)[:, :, t], atol=1e-5, rtol=1e-5
         )
+
+
+def test_no_causal_mask_and_old_checkpoint_loads():
+    shape = (3, 4)
+    prior = _prior(shape)
+    assert isinstance(prior.transformer, CausalTransformer)
+    assert not [k for k in prior.state_dict() if "causal_mask" in k]
+    assert not [name for name, _ in prior.named_buffers() if "causal_mask" in name]
+    # an old TransformerPrior checkpoint (MONAI transformer inside, with its n x n masks) loads strictly
+    old = dict(prior.state_dict())
+    for i in range(SMALL["attn_layers_depth"]):
+        old[f"transformer.blocks.{i}.attn.causal_mask"] = torch.tril(torch.ones(13, 13)).view(1, 1, 13, 13)
+    fresh = _prior(shape, seed=9)
+    codes = _codes(2, shape)
+    assert not torch.allclose(fresh(codes), prior(codes))
+    fresh.load_state_dict(old, strict=True)
+    torch.testing.assert_close(fresh(codes), prior(codes), atol=0, rtol=0)
+    assert "transformer.blocks.0.attn.causal_mask" in old  # the caller's dict is not modified
+    with pytest.raises(TypeError):
+        TransformerPrior(2, K, shape, use_flash_attention=True)  # replaced by use_checkpointing

@@ -1,3 +1,4 @@
+from .causal_transformer import CausalTransformer
 from .export import PriorExportWrapper
 from .factory import PRIORS, build_prior
 from .feature_net import FEATURE_NET_VERSION, BrainFeatureNet
@@ -12,6 +13,7 @@ __all__ = [
     "PRIORS",
     "AutoregressivePrior",
     "BrainVQVAE",
+    "CausalTransformer",
     "GatedPixelCNN",
     "IncrementalDecoder",
     "PriorExportWrapper",

@@ -1,8 +1,13 @@
-"""Decoder-only transformer prior over VQ-VAE code maps, built on MONAI's ``DecoderOnlyTransformer``.
+"""Decoder-only transformer prior over VQ-VAE code maps, on MONAI's ``DecoderOnlyTransformer`` weights layout.
 
-The weights live in an unmodified :class:`monai.networks.nets.DecoderOnlyTransformer` (``self.transformer``), so a
-MONAI checkpoint loads with the standard ``transformer.load_state_dict`` and a trained prior can be handed back to
-:class:`monai.inferers.VQVAETransformerInferer`. Token convention (MONAI's, extended for classes):
+The weights live in a :class:`~brainvq_monai.networks.nets.causal_transformer.CausalTransformer`
+(``self.transformer``): a subclass of :class:`monai.networks.nets.DecoderOnlyTransformer` with MONAI's modules and
+state-dict keys but without MONAI's ``n x n`` float32 causal-mask buffers (causal attention by
+``F.scaled_dot_product_attention(is_causal=True)``; optional activation checkpointing per block). A MONAI
+``DecoderOnlyTransformer`` checkpoint (mask keys included) loads with ``transformer.load_state_dict`` (strict), an old
+``TransformerPrior`` checkpoint with ``transformer.blocks.<i>.attn.causal_mask`` entries loads as is, the prior can
+be handed to :class:`monai.inferers.VQVAETransformerInferer`, and ``transformer.to_monai()`` gives MONAI's class back.
+Token convention (MONAI's, extended for classes):
 
 * codes ``0 .. K-1`` are the VQ-VAE codebook indices (``K = num_embeddings``);
 * ``K`` is the begin-of-sequence (BOS) token of an unconditional sequence (MONAI's starting token);
@@ -23,6 +28,7 @@ import torch
 from monai.networks.nets import DecoderOnlyTransformer
 from monai.utils import Ordering, OrderingType
 
+from brainvq_monai.networks.nets.causal_transformer import CausalTransformer
 from brainvq_monai.networks.nets.kv_cache import TransformerKVCacheDecoder
 from brainvq_monai.networks.nets.prior import AutoregressivePrior
 from brainvq_monai.utils.errors import BrainVQInputError
@@ -63,7 +69,7 @@ def make_sequence_ordering(
 
 
 class TransformerPrior(AutoregressivePrior):
-    """Autoregressive transformer prior (Tudosiu et al. 2022, MONAI's ``DecoderOnlyTransformer``) over code maps.
+    """Autoregressive transformer prior (Tudosiu et al. 2022) over code maps, with a :class:`CausalTransformer`.
 
     ``forward`` returns logits over the ``K`` codes only: the columns of the transformer's output for the BOS and
     class tokens (indices ``>= K``) are dropped, which is the same distribution MONAI's sampler draws from after
@@ -80,7 +86,8 @@ class TransformerPrior(AutoregressivePrior):
         embedding_dropout_rate: dropout on the summed token and position embeddings.
         ordering_type: ``"raster_scan"``, ``"s_curve"`` or ``"random"`` (see :class:`monai.utils.Ordering`).
         ordering_seed: seed of the ``"random"`` permutation (saved in the state dict as ``sequence_ordering``).
-        use_flash_attention: passed to MONAI's blocks (``F.scaled_dot_product_attention`` in the full forward).
+        use_checkpointing: activation checkpointing of every transformer block in training (recomputes a block's
+            activations in the backward pass; for long 3D sequences).
         use_cuda_graph: default of :meth:`incremental_decoder`'s ``use_cuda_graph`` (a plain attribute, not saved;
             it is what :func:`brainvq_monai.inferers.sampling.sample_codes` gets on CUDA).
     """
@@ -97,7 +104,7 @@ class TransformerPrior(AutoregressivePrior):
         embedding_dropout_rate: float = 0.0,
         ordering_type: str = "raster_scan",
         ordering_seed: int | None = None,
-        use_flash_attention: bool = False,
+        use_checkpointing: bool = False,
         use_cuda_graph: bool = False,
     ) -> None:
         super().__init__(spatial_dims, num_embeddings, num_classes)
@@ -111,7 +118,7 @@ class TransformerPrior(AutoregressivePrior):
         self.ordering_seed = ordering_seed
         self.register_buffer("sequence_ordering", make_sequence_ordering(ordering_type, spatial_shape, ordering_seed))
         self.sequence_ordering: torch.Tensor
-        self.transformer = DecoderOnlyTransformer(
+        self.transformer = CausalTransformer(
             num_tokens=self.num_tokens,
             max_seq_len=self.num_positions + 1,
             attn_layers_dim=attn_layers_dim,
@@ -119,7 +126,7 @@ class TransformerPrior(AutoregressivePrior):
             attn_layers_heads=attn_layers_heads,
             with_cross_attention=False,
             embedding_dropout_rate=embedding_dropout_rate,
-            use_flash_attention=use_flash_attention,
+            use_checkpointing=use_checkpointing,
         )
 
     @property
@@ -142,11 +149,16 @@ class TransformerPrior(AutoregressivePrior):
         num_classes: int | None = None,
         sequence_ordering: Ordering | np.ndarray | torch.Tensor | None = None,
     ) -> TransformerPrior:
-        """Wraps an existing MONAI ``DecoderOnlyTransformer`` (the same module, weights shared, not copied).
+        """A prior over the weights of an existing transformer.
+
+        A MONAI ``DecoderOnlyTransformer`` is converted with :meth:`CausalTransformer.from_monai` (its weights are
+        copied, the MONAI module is left unchanged and no longer needed; its masks are not copied); a
+        :class:`CausalTransformer` is used as is (the same module, weights shared).
 
         Args:
             transformer: a MONAI transformer trained with ``VQVAETransformerInferer`` (``num_tokens = K + 1``) or with
-                class start tokens (``num_tokens = K + 1 + num_classes``); cross-attention is not supported.
+                class start tokens (``num_tokens = K + 1 + num_classes``), or a :class:`CausalTransformer`;
+                cross-attention is not supported.
             spatial_shape: latent spatial shape; ``transformer.max_seq_len`` must be at least ``prod(spatial_shape)``.
             ordering_type: ordering type, as in the constructor.
             ordering_seed: seed of a ``"random"`` ordering, as in the constructor.
@@ -155,7 +167,8 @@ class TransformerPrior(AutoregressivePrior):
                 used in training; overrides ``ordering_type``/``ordering_seed`` (needed for MONAI random orderings).
 
         Returns:
-            a :class:`TransformerPrior` whose ``transformer`` is ``transformer``.
+            a :class:`TransformerPrior` whose ``transformer`` is ``transformer`` (a :class:`CausalTransformer`) or its
+            converted copy (a MONAI ``DecoderOnlyTransformer``), on the transformer's device.
         """
         if not isinstance(transformer, DecoderOnlyTransformer):
             raise TypeError(f"transformer: expected a monai DecoderOnlyTransformer, got {type(transformer).__name__}")
@@ -183,6 +196,8 @@ class TransformerPrior(AutoregressivePrior):
             ordering_type=ordering_type,
             ordering_seed=ordering_seed,
         )
+        if not isinstance(transformer, CausalTransformer):
+            transformer = CausalTransformer.from_monai(transformer)
         prior.transformer = transformer
         if sequence_ordering is not None:
             if isinstance(sequence_ordering, Ordering):
