@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .codes import CodesDataset
+from .codes import CodesDataset, codes_dataloader
 from .datalist import (
     DATALIST_FORMATS,
     LABEL_NAMES,
@@ -48,6 +48,7 @@ __all__ = [
     "validate_image",
     "make_demo_cohort",
     "CodesDataset",
+    "codes_dataloader",
     "save_image",
 ]
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Hashable, Mapping
 from typing import Any
 
@@ -15,7 +18,120 @@ from monai.utils import MetaKeys
 
 from brainvq_monai.data.image_io import read_image
 
-__all__ = ["LoadBrainImage", "LoadBrainImaged"]
+__all__ = ["ImageReadCache", "LoadBrainImage", "LoadBrainImaged"]
+
+
+def _file_key(path: str) -> tuple:
+    """Identity of a file's current content: real path, size and modification time (and those of an Analyze .img)."""
+    real = os.path.realpath(path)
+    st = os.stat(real)
+    key: tuple = (real, st.st_size, st.st_mtime_ns)
+    if real.lower().endswith(".hdr"):
+        for img in (real[:-4] + ".img", real[:-4] + ".IMG"):
+            if os.path.isfile(img):
+                st_img = os.stat(img)
+                key += (st_img.st_size, st_img.st_mtime_ns)
+                break
+    return key
+
+
+class ImageReadCache:
+    """A bounded, thread-safe LRU cache of :func:`~brainvq_monai.data.image_io.read_image` results.
+
+    Made for datalists that list one item per axial slice of a volume: the slices of one volume then decompress the
+    file once instead of once per slice. Entries are keyed by real path, size and modification time, so a file
+    changed on disk is read again; every hit returns fresh copies (array, affine, meta), so in-place operations
+    downstream can never corrupt the cache. Concurrent requests for the same file (``CacheDataset``'s threads) read
+    it once: the others wait for that read. Files are only read, never written. In ``DataLoader`` worker processes
+    each worker holds its own cache; pickling or deep-copying the cache gives an empty one of the same size.
+
+    Args:
+        max_items: number of files kept (least recently used dropped first); 0 disables caching.
+    """
+
+    def __init__(self, max_items: int) -> None:
+        if int(max_items) < 0:
+            raise ValueError(f"max_items must be >= 0, got {max_items}")
+        self.max_items = int(max_items)
+        self._init_state()
+
+    def _init_state(self) -> None:
+        self._lock = threading.Lock()
+        self._items: OrderedDict[tuple, tuple[np.ndarray, np.ndarray, dict[str, Any]]] = OrderedDict()
+        self._pending: dict[tuple, threading.Event] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"max_items": self.max_items}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.max_items = int(state["max_items"])
+        self._init_state()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def clear(self) -> None:
+        """Drops every entry (and resets the hit/miss counters)."""
+        with self._lock:
+            self._items.clear()
+            self.hits = self.misses = 0
+
+    @staticmethod
+    def _fresh(entry: tuple[np.ndarray, np.ndarray, dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        data, affine, meta = entry
+        return data.copy(), affine.copy(), copy.deepcopy(meta)
+
+    def read(self, path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """:func:`~brainvq_monai.data.image_io.read_image` through the cache.
+
+        Args:
+            path: image file.
+
+        Returns:
+            ``(data, affine, meta)`` as :func:`read_image`, never shared with the cache or an earlier call.
+
+        Raises:
+            BrainVQInputError: as :func:`read_image` (failures are not cached).
+        """
+        path = os.fspath(path)
+        if self.max_items == 0:
+            return read_image(path)
+        try:
+            key = _file_key(path)
+        except OSError:
+            return read_image(path)  # missing/unreadable: read_image raises the one-line error
+        while True:
+            with self._lock:
+                entry = self._items.get(key)
+                if entry is not None:
+                    self._items.move_to_end(key)
+                    self.hits += 1
+                    break
+                event = self._pending.get(key)
+                if event is None:  # this thread reads the file
+                    event = self._pending[key] = threading.Event()
+                    self.misses += 1
+                    owner = True
+                else:
+                    owner = False
+            if not owner:
+                event.wait()
+                continue  # the owner's result is cached now (or it failed: then this thread tries itself)
+            try:
+                entry = read_image(path)  # private to the cache: callers get copies (below)
+                with self._lock:
+                    self._items[key] = entry
+                    self._items.move_to_end(key)
+                    while len(self._items) > self.max_items:
+                        self._items.popitem(last=False)
+            finally:
+                with self._lock:
+                    self._pending.pop(key, None)
+                event.set()
+            break
+        return self._fresh(entry)
 
 
 class LoadBrainImage(Transform):
@@ -30,11 +146,18 @@ class LoadBrainImage(Transform):
     Args:
         ensure_channel_first: prepend a channel axis of size 1.
         dtype: output data type.
+        cache_volumes: keep the last ``cache_volumes`` files read in an :class:`ImageReadCache` (0: no cache). Worth
+            it when one file is loaded many times in a row, as for datalists of axial slices of volumes
+            (``brain_transforms`` turns it on for them); each copy of the transform (each ``DataLoader`` worker)
+            holds its own cache, so memory is up to ``cache_volumes`` decoded files per worker.
     """
 
-    def __init__(self, ensure_channel_first: bool = True, dtype: DtypeLike = np.float32) -> None:
+    def __init__(
+        self, ensure_channel_first: bool = True, dtype: DtypeLike = np.float32, cache_volumes: int = 0
+    ) -> None:
         self.ensure_channel_first = ensure_channel_first
         self.dtype = dtype
+        self.read_cache = ImageReadCache(cache_volumes) if int(cache_volumes) > 0 else None
 
     def __call__(self, filename: str | os.PathLike) -> MetaTensor:
         """
@@ -44,7 +167,7 @@ class LoadBrainImage(Transform):
         Returns:
             the image as a ``MetaTensor`` carrying ``affine`` and the meta data of :func:`read_image`.
         """
-        data, affine, meta = read_image(filename)
+        data, affine, meta = read_image(filename) if self.read_cache is None else self.read_cache.read(filename)
         meta = dict(meta)
         meta[MetaKeys.ORIGINAL_AFFINE] = affine.copy()
         if self.ensure_channel_first:
@@ -67,6 +190,7 @@ class LoadBrainImaged(MapTransform):
         ensure_channel_first: prepend a channel axis of size 1.
         dtype: output data type.
         allow_missing_keys: do not raise if a key is absent.
+        cache_volumes: files kept in memory by the loader (see :class:`LoadBrainImage`); 0 disables the cache.
     """
 
     def __init__(
@@ -75,9 +199,12 @@ class LoadBrainImaged(MapTransform):
         ensure_channel_first: bool = True,
         dtype: DtypeLike = np.float32,
         allow_missing_keys: bool = False,
+        cache_volumes: int = 0,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.loader = LoadBrainImage(ensure_channel_first=ensure_channel_first, dtype=dtype)
+        self.loader = LoadBrainImage(
+            ensure_channel_first=ensure_channel_first, dtype=dtype, cache_volumes=cache_volumes
+        )
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
