@@ -11,6 +11,8 @@ from monai.engines.utils import IterationEvents
 from monai.inferers import Inferer, SimpleInferer
 from torch.optim import Optimizer
 
+from brainvq_monai.engines.utils import compile_network
+
 __all__ = ["BrainVQTrainer"]
 
 
@@ -30,6 +32,10 @@ class BrainVQTrainer(SupervisedTrainer):
         loss_function: the loss (``SupervisedTrainer`` requires one; subclasses document how they use it).
         grad_clip_norm: clip the gradient norm to this value; ``None``: no clipping.
         amp: bf16 autocast on the engine's device.
+        compile: compile the network in place with ``torch.compile`` (see
+            :func:`~brainvq_monai.engines.utils.compile_network`: checkpoint keys stay unchanged, unlike MONAI's
+            ``compile`` option, which wraps the network). The first iterations are slow while it compiles.
+        compile_kwargs: arguments of ``torch.compile`` (e.g. ``{"mode": "max-autotune"}``).
         inferer: kept for the MONAI bundle ``train#inferer`` property (``SimpleInferer`` by default).
         decollate: decollate outputs (off: the metrics here work on batches).
         optim_set_to_none: ``zero_grad(set_to_none=...)``.
@@ -49,11 +55,15 @@ class BrainVQTrainer(SupervisedTrainer):
         loss_function: Callable,
         grad_clip_norm: float | None = None,
         amp: bool = False,
+        compile: bool = False,
+        compile_kwargs: dict | None = None,
         inferer: Inferer | None = None,
         decollate: bool = False,
         optim_set_to_none: bool = True,
         **kwargs: Any,
     ) -> None:
+        if compile:
+            compile_network(network, **(compile_kwargs or {}))
         if kwargs.get("metric_cmp_fn") is None:
             kwargs.pop("metric_cmp_fn", None)
         super().__init__(
@@ -70,6 +80,7 @@ class BrainVQTrainer(SupervisedTrainer):
             **kwargs,
         )
         self.use_amp = amp
+        self.compiled = compile
         self.grad_clip_norm = grad_clip_norm
 
     def backward_and_step(self, loss: torch.Tensor, network: torch.nn.Module, optimizer: Optimizer) -> None:

@@ -13,6 +13,7 @@ from brainvq_monai.utils.tensors import plain_tensor
 
 __all__ = [
     "autocast",
+    "compile_network",
     "lower_is_better",
     "output_losses",
     "prepare_codes",
@@ -38,6 +39,28 @@ def autocast(device: torch.device | str, enabled: bool, dtype: torch.dtype = tor
     if not enabled:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def compile_network(network: torch.nn.Module, **compile_kwargs: Any) -> torch.nn.Module:
+    """Compiles ``network`` with ``torch.compile`` in place (``nn.Module.compile``), keeping its ``state_dict`` keys.
+
+    ``torch.compile(network)`` returns a wrapper whose checkpoint keys gain an ``_orig_mod.`` prefix, which breaks
+    ``CheckpointLoader``/``load_network`` and MONAI checkpoints; compiling in place does not. A network that names
+    ``compile_submodules`` (e.g. :class:`~brainvq_monai.networks.nets.BrainVQVAE`: encoder and decoder, so the
+    quantizer with its host-side state stays eager) gets those compiled instead of its whole forward.
+
+    Args:
+        network: the network (possibly ``DistributedDataParallel``-wrapped).
+        compile_kwargs: arguments of ``torch.compile`` (``mode``, ``backend``, ``dynamic``, ...).
+
+    Returns:
+        ``network`` itself.
+    """
+    inner = unwrap(network)
+    names = getattr(inner, "compile_submodules", None)
+    for module in [getattr(inner, name) for name in names] if names else [inner]:
+        module.compile(**compile_kwargs)
+    return network
 
 
 def to_channels_last(x: Any, enabled: bool = True) -> Any:

@@ -19,6 +19,7 @@ from monai.inferers import Inferer
 from torch import nn
 from torch.nn import functional as F
 
+from brainvq_monai.engines.utils import autocast, to_channels_last
 from brainvq_monai.inferers.anomaly import HealResult, anomaly_map, heal
 from brainvq_monai.inferers.sampling import sample_codes, token_nll
 from brainvq_monai.networks.nets.prior import AutoregressivePrior
@@ -304,8 +305,13 @@ class AutoregressivePriorInferer(Inferer):
         subject_key: str = "subject",
         device: str | torch.device | None = None,
         verbose: bool = True,
+        amp: bool = False,
+        channels_last: bool = False,
     ) -> dict[str, Any]:
         """Encodes a dataset once into code maps (VQ-VAE in eval mode, no gradients).
+
+        The codes stay on ``device`` until the end (one host copy, no per-batch synchronisation), and host batches
+        are copied with ``non_blocking`` (asynchronous from pinned memory).
 
         Args:
             vqvae: the VQ-VAE.
@@ -317,6 +323,9 @@ class AutoregressivePriorInferer(Inferer):
                 used (MONAI ``MetaTensor``), else the running index.
             device: where to run the VQ-VAE (it is moved there); ``None``: its current device.
             verbose: progress bar.
+            amp: bf16 autocast for the encoder (as the trainers use it on GPUs, so the codes are those the codebook
+                was trained on); the nearest-code search itself always runs in float32.
+            channels_last: channels-last input (faster convolutions on GPUs).
 
         Returns:
             dict with ``codes`` (long ``(N, *latent)``, CPU), ``labels`` (long ``(N,)`` or ``None`` when any batch has
@@ -342,7 +351,9 @@ class AutoregressivePriorInferer(Inferer):
                 if spatial_dims is not None and image.dim() == spatial_dims + 1:
                     image = image[None]  # unbatched item
                 meta_names = self._meta_names(image)
-                codes = vqvae.index_quantize(torch.as_tensor(image).to(device)).long().cpu()
+                image = to_channels_last(torch.as_tensor(image).to(device, non_blocking=True), channels_last)
+                with autocast(device, amp):
+                    codes = vqvae.index_quantize(image)
                 n = codes.shape[0]
                 codes_list.append(codes)
                 if labels_list is not None and label is not None:
@@ -364,7 +375,7 @@ class AutoregressivePriorInferer(Inferer):
         if not codes_list:
             raise BrainVQInputError("data", "no batches to encode")
         return {
-            "codes": torch.cat(codes_list),
+            "codes": torch.cat(codes_list).long().cpu(),
             "labels": torch.cat(labels_list) if labels_list else None,
             "subjects": subjects,
         }

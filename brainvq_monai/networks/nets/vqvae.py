@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.utils.checkpoint
 from monai.networks.layers import Act
 from monai.networks.nets import VQVAE
 from torch import nn
@@ -44,7 +45,9 @@ class BrainVQVAE(VQVAE):
         act: activation type and arguments.
         output_act: activation type and arguments of the output.
         ddp_sync: synchronise the codebook across processes.
-        use_checkpointing: activation checkpointing of encoder and decoder.
+        use_checkpointing: activation checkpointing of every encoder and decoder block (MONAI's ``VQVAE``
+            checkpoints the encoder and the decoder as two whole units, which still holds all activations of one of
+            them during its backward; per block, only block outputs are kept). Only when gradients are enabled.
         init: data-based codebook init on the first training batch: ``"kmeans"``, ``"sample"`` or ``"none"``.
         dead_code_threshold: codes with EMA cluster size (assignments per update) below this are restarted.
         restart_every: dead-code restart period in training steps; 0 disables restarts.
@@ -141,6 +144,38 @@ class BrainVQVAE(VQVAE):
                 seed=codebook_seed,
             )
         )
+
+    #: submodules that ``torch.compile`` should compile (the quantizer keeps host-side state and stays eager)
+    compile_submodules: tuple[str, ...] = ("encoder", "decoder")
+
+    def _run(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if not (self.use_checkpointing and torch.is_grad_enabled()):
+            return module(x)
+        for block in module.blocks:
+            x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+        return x
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Encoder output ``[B, embedding_dim, *latent_shape]`` (block-wise checkpointed with ``use_checkpointing``).
+
+        Args:
+            images: ``[B, in_channels, *spatial]``.
+
+        Returns:
+            the continuous encodings.
+        """
+        return self._run(self.encoder, images)
+
+    def decode(self, quantizations: torch.Tensor) -> torch.Tensor:
+        """Decoder output for quantized encodings (block-wise checkpointed with ``use_checkpointing``).
+
+        Args:
+            quantizations: ``[B, embedding_dim, *latent_shape]``.
+
+        Returns:
+            the reconstruction ``[B, out_channels, *spatial]``.
+        """
+        return self._run(self.decoder, quantizations)
 
     @property
     def ema_quantizer(self) -> RobustEMAQuantizer:

@@ -1,0 +1,83 @@
+"""Performance options of the trainers and networks: in-place compile, block-wise checkpointing, fused optimizers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from brainvq_monai.apps.benchmark.timing import saved_activation_bytes
+from brainvq_monai.engines import VQVAETrainer
+from brainvq_monai.engines.utils import compile_network
+from brainvq_monai.networks.nets import BrainVQVAE
+
+
+def _vqvae(spatial_dims: int = 2, **kwargs) -> BrainVQVAE:
+    torch.manual_seed(0)
+    return BrainVQVAE(
+        spatial_dims,
+        1,
+        1,
+        channels=(4, 8),
+        num_res_channels=(4, 8),
+        num_res_layers=1,
+        num_embeddings=8,
+        embedding_dim=4,
+        downsample_parameters=((2, 4, 1, 1),) * 2,
+        upsample_parameters=((2, 4, 1, 1, 0),) * 2,
+        init="none",
+        **kwargs,
+    )
+
+
+def test_compile_network_in_place_keeps_checkpoint_keys_and_outputs():
+    net = _vqvae().eval()
+    keys = list(net.state_dict())
+    x = torch.rand(2, 1, 16, 16)
+    expected = net(x)[0]
+    assert compile_network(net, backend="eager") is net
+    # BrainVQVAE names its encoder and decoder; the quantizer (host-side state) stays eager
+    assert net.encoder._compiled_call_impl is not None and net.decoder._compiled_call_impl is not None
+    assert net.quantizer._compiled_call_impl is None
+    assert list(net.state_dict()) == keys  # no "_orig_mod." prefix, unlike torch.compile(net)
+    torch.testing.assert_close(net(x)[0], expected)
+
+
+def test_vqvae_trainer_compile_option_trains_and_saves_plain_keys():
+    net = _vqvae()
+    keys = set(net.state_dict())
+    data = [{"image": torch.rand(1, 16, 16)} for _ in range(4)]
+    trainer = VQVAETrainer(
+        device="cpu",
+        max_epochs=1,
+        train_data_loader=torch.utils.data.DataLoader(data, batch_size=2),
+        network=net,
+        optimizer=torch.optim.Adam(net.parameters(), 1e-3, fused=True),
+        compile=True,
+        compile_kwargs={"backend": "eager"},
+    )
+    before = net.encoder.blocks[0].conv.weight.detach().clone()
+    trainer.run()
+    assert trainer.compiled and net.encoder._compiled_call_impl is not None
+    assert trainer.state.iteration == 2 and torch.isfinite(trainer.state.output["loss"])
+    assert not torch.equal(before, net.encoder.blocks[0].conv.weight)
+    assert set(net.state_dict()) == keys
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_blockwise_checkpointing_same_gradients_less_saved_memory(spatial_dims):
+    size = (32,) * spatial_dims
+    plain, ckpt = _vqvae(spatial_dims), _vqvae(spatial_dims, use_checkpointing=True)
+    ckpt.load_state_dict(plain.state_dict())
+    x = torch.rand(2, 1, *size)
+    saved, grads = [], []
+    for net in (plain, ckpt):
+        net.eval()  # the codebook stays fixed, so both see identical forward passes
+        with saved_activation_bytes() as counter:
+            recon, quant_loss = net(x)
+            (recon.abs().mean() + quant_loss).backward()
+        saved.append(counter["bytes"])
+        grads.append(torch.cat([p.grad.reshape(-1) for p in net.parameters() if p.grad is not None]))
+    torch.testing.assert_close(grads[0], grads[1])
+    assert saved[1] < 0.6 * saved[0]  # only block outputs are kept
+    with torch.no_grad():  # no checkpointing (and no recomputation) without gradients
+        torch.testing.assert_close(ckpt(x)[0], plain(x)[0])
