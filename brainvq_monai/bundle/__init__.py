@@ -1,6 +1,6 @@
 from .anomaly import save_anomaly_outputs
 from .samples import generate_samples, reference_affine
-from .utils import default_bundle_root, encode_codes, ensure_datalist, latent_shape_of, load_network
+from .utils import default_bundle_root, encode_codes, ensure_datalist, latent_shape_of, load_network, training_prepare_batch
 
 __all__ = [
     "default_bundle_root",
@@ -11,4 +11,5 @@ __all__ = [
     "load_network",
     "reference_affine",
     "save_anomaly_outputs",
+    "training_prepare_batch",
 ]

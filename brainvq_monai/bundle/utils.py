@@ -20,6 +20,7 @@ __all__ = [
     "load_network",
     "encode_codes",
     "latent_shape_of",
+    "training_prepare_batch",
 ]
 
 logger = logging.getLogger(__name__)
@@ -164,6 +165,8 @@ def encode_codes(
     batch_size: int = 16,
     num_workers: int = 0,
     cache_key: Any = None,
+    amp: bool = False,
+    channels_last: bool = False,
 ) -> Any:
     """Encodes ``items`` into code maps once and caches them; reuses the cache while inputs are unchanged.
 
@@ -181,6 +184,8 @@ def encode_codes(
         batch_size: encoding batch size.
         num_workers: data loader workers.
         cache_key: anything whose ``repr`` identifies the preprocessing settings.
+        amp: bf16 autocast for the encoder (as in training on GPUs; part of the cache key).
+        channels_last: channels-last input for the encoder.
 
     Returns:
         a :class:`~brainvq_monai.data.codes.CodesDataset`.
@@ -195,15 +200,22 @@ def encode_codes(
     ckpt = os.fspath(vqvae_checkpoint)
     if not os.path.isfile(ckpt):
         raise BrainVQInputError(ckpt, "VQ-VAE checkpoint not found; run train_vqvae.json first")
-    key = _fingerprint(ckpt, items, f"{type(transform).__name__}|{cache_key!r}")
+    key = _fingerprint(ckpt, items, f"{type(transform).__name__}|{cache_key!r}|amp={bool(amp)}")
     cache = Path(os.fspath(cache_file))
     key_file = cache.with_suffix(cache.suffix + ".key")
     if cache.is_file() and key_file.is_file() and key_file.read_text().strip() == key:
         return CodesDataset(load_codes(cache))
     load_network(vqvae, ckpt, device)
-    loader = DataLoader(Dataset(list(items), transform), batch_size=batch_size, num_workers=num_workers)
+    loader = DataLoader(
+        Dataset(list(items), transform),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        pin_memory=torch.device(device).type == "cuda",
+    )
     batches = ({**b, "image": torch.as_tensor(b["image"]).as_tensor()} for b in loader)  # metadata not needed
-    encoded = AutoregressivePriorInferer().encode_dataset(vqvae, batches, device=device, verbose=True)
+    encoded = AutoregressivePriorInferer().encode_dataset(
+        vqvae, batches, device=device, verbose=True, amp=amp, channels_last=channels_last
+    )
     save_codes(encoded, cache)
     key_file.write_text(key + "\n")
     logger.info(f"encoded {len(encoded['codes'])} images into codes {tuple(encoded['codes'].shape[1:])} -> {cache}")
@@ -226,3 +238,26 @@ def latent_shape_of(vqvae: torch.nn.Module, spatial_size: Sequence[int]) -> tupl
     with torch.no_grad():
         z = vqvae.encode(torch.zeros(1, vqvae.in_channels, *spatial_size, device=device))
     return tuple(z.shape[2:])
+
+
+def training_prepare_batch(augment_on_device: bool, seed: int | None = None) -> Callable:
+    """The VQ-VAE trainer's ``prepare_batch``: plain, or with the random augmentation batched on the device.
+
+    With ``augment_on_device`` the training dataset is built with ``brain_transforms(..., augment=False)`` (so
+    ``CacheDataset`` caches every item whole and the loader only copies tensors) and
+    :class:`~brainvq_monai.transforms.RandBrainAugment` augments each batch on the training device: the per-sample
+    augmentation in CPU workers cannot feed a GPU trainer of thousands of images/s (see ``docs/benchmarks.md``).
+
+    Args:
+        augment_on_device: augment batches on the device (else the loader's transforms augment per sample).
+        seed: seed of the augmentation's generator (``None``: torch's global generator).
+
+    Returns:
+        a ``prepare_batch`` callable for :class:`~brainvq_monai.engines.VQVAETrainer`.
+    """
+    from brainvq_monai.engines.utils import prepare_images
+    from brainvq_monai.transforms.batch import AugmentedPrepareBatch, RandBrainAugment
+
+    if not augment_on_device:
+        return prepare_images
+    return AugmentedPrepareBatch(RandBrainAugment().set_random_state(seed), prepare_images)
