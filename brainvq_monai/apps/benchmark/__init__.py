@@ -1,0 +1,1 @@
+"""Benchmark sections behind ``scripts/benchmark.py`` (sampling, training, data pipeline, 3D scale)."""
