@@ -81,3 +81,26 @@ def test_blockwise_checkpointing_same_gradients_less_saved_memory(spatial_dims):
     assert saved[1] < 0.6 * saved[0]  # only block outputs are kept
     with torch.no_grad():  # no checkpointing (and no recomputation) without gradients
         torch.testing.assert_close(ckpt(x)[0], plain(x)[0])
+
+
+def test_prior_trainer_compiles_the_transformer_in_place():
+    from brainvq_monai.data.codes import CodesDataset, codes_dataloader
+    from brainvq_monai.engines import PriorTrainer
+    from brainvq_monai.networks.nets import TransformerPrior
+
+    torch.manual_seed(0)
+    prior = TransformerPrior(2, 8, (3, 3), attn_layers_dim=8, attn_layers_depth=1, attn_layers_heads=2)
+    keys = list(prior.state_dict())
+    data = CodesDataset({"codes": torch.randint(0, 8, (4, 3, 3)), "labels": None, "subjects": None})
+    trainer = PriorTrainer(
+        device="cpu",
+        max_epochs=2,
+        train_data_loader=codes_dataloader(data, batch_size=2),
+        network=prior,
+        optimizer=torch.optim.AdamW(prior.parameters(), 1e-2, fused=True),
+        compile=True,
+        compile_kwargs={"backend": "eager"},
+    )
+    trainer.run()
+    assert prior.transformer._compiled_call_impl is not None and prior._compiled_call_impl is None
+    assert list(prior.state_dict()) == keys and torch.isfinite(trainer.state.output["loss"])

@@ -96,24 +96,23 @@ def data_feed(sections: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     if not training or not pipeline:
         return {}
     feed: dict[str, Any] = {}
+
+    def compare(role: str, need: float) -> None:
+        for case, row in pipeline.items():
+            rate = row["results"].get("samples_per_s")
+            if rate is not None and row["config"].get("role") == role:
+                feed[f"{case}_samples_per_s"] = rate
+                feed[f"{case}_keeps_up"] = rate >= need
+
     vq = training.get("vqvae_trainer_bf16_cl_fused")
     if vq is not None:
-        need = vq["results"]["images_per_s"]
-        feed["vqvae_trainer_images_per_s"] = need
-        for case, row in pipeline.items():
-            rate = row["results"].get("samples_per_s")
-            if rate is not None and row["config"].get("role") == "vqvae_2d_feed":
-                feed[f"{case}_samples_per_s"] = rate
-                feed[f"{case}_keeps_up"] = rate >= need
+        feed["vqvae_trainer_images_per_s"] = vq["results"]["images_per_s"]
+        compare("vqvae_2d_feed", feed["vqvae_trainer_images_per_s"])
     prior = training.get("prior_transformer_trainer_bf16")
     if prior is not None:
-        need = prior["results"]["tokens_per_s"] / max(1, prior["config"]["tokens_per_sequence"] - 1)
-        feed["prior_trainer_sequences_per_s"] = need
-        for case, row in pipeline.items():
-            rate = row["results"].get("samples_per_s")
-            if rate is not None and row["config"].get("role") == "prior_feed":
-                feed[f"{case}_samples_per_s"] = rate
-                feed[f"{case}_keeps_up"] = rate >= need
+        tokens = max(1, prior["config"]["tokens_per_sequence"] - 1)
+        feed["prior_trainer_sequences_per_s"] = prior["results"]["tokens_per_s"] / tokens
+        compare("prior_feed", feed["prior_trainer_sequences_per_s"])
     return feed
 
 

@@ -35,9 +35,7 @@ def sync(device: torch.device | str) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_fn(
-    fn: Callable[[], Any], device: torch.device | str, repeats: int = 3, warmup: int = 1
-) -> tuple[float, Any]:
+def time_fn(fn: Callable[[], Any], device: torch.device | str, repeats: int = 3, warmup: int = 1) -> tuple[float, Any]:
     """Median wall time of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls, with device syncs around each.
 
     Args:

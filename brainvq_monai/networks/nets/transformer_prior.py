@@ -129,6 +129,10 @@ class TransformerPrior(AutoregressivePrior):
             use_checkpointing=use_checkpointing,
         )
 
+    #: what ``torch.compile`` compiles (:func:`brainvq_monai.engines.utils.compile_network`): the transformer, not the
+    #: input checks and reorderings around it
+    compile_submodules: tuple[str, ...] = ("transformer",)
+
     @property
     def num_tokens(self) -> int:
         """Vocabulary size of the transformer: ``K`` codes, the BOS token and one start token per class."""
