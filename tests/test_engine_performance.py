@@ -104,3 +104,34 @@ def test_prior_trainer_compiles_the_transformer_in_place():
     trainer.run()
     assert prior.transformer._compiled_call_impl is not None and prior._compiled_call_impl is None
     assert list(prior.state_dict()) == keys and torch.isfinite(trainer.state.output["loss"])
+
+
+def test_loss_tensorboard_handler_writes_every_iteration_with_few_fetches(tmp_path, monkeypatch):
+    from ignite.engine import Engine
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torch.utils.tensorboard import SummaryWriter
+
+    from brainvq_monai.handlers import LossTensorBoardHandler
+
+    def step(engine, batch):
+        i = engine.state.iteration
+        return {"loss": torch.tensor(float(i)), "recon_loss": torch.tensor(0.5 * i), "pred": torch.zeros(2, 2)}
+
+    engine = Engine(step)
+    writer = SummaryWriter(str(tmp_path))
+    handler = LossTensorBoardHandler(writer, flush_every=4)
+    handler.attach(engine)
+    fetches = []
+    real_stack = torch.stack
+    monkeypatch.setattr(torch, "stack", lambda *a, **k: fetches.append(1) or real_stack(*a, **k))
+    engine.run(range(5), max_epochs=2)  # 10 iterations: flushes at 4, 5 (epoch end), 9, 10 (epoch end)
+    monkeypatch.undo()
+    writer.close()
+    assert len(fetches) == 4
+    acc = EventAccumulator(str(tmp_path)).Reload()
+    assert set(acc.Tags()["scalars"]) == {"loss", "recon_loss"}  # non-loss and non-scalar outputs are skipped
+    loss = [(e.step, e.value) for e in acc.Scalars("loss")]
+    assert loss == [(i, float(i)) for i in range(1, 11)]
+    assert [e.value for e in acc.Scalars("recon_loss")] == [0.5 * i for i in range(1, 11)]
+    with pytest.raises(ValueError, match="flush_every"):
+        LossTensorBoardHandler(writer, flush_every=0)

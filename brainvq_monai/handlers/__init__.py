@@ -2,6 +2,7 @@ from .metrics import MetricsJSONWriter, MultiScaleSSIMHandler, SSIMHandler, batc
 from .tensorboard import (
     CodebookTensorBoardHandler,
     LearningRateTensorBoardHandler,
+    LossTensorBoardHandler,
     PriorSampleGridHandler,
     ReconstructionGridHandler,
 )
@@ -10,6 +11,7 @@ from .writer import NullSummaryWriter, summary_writer
 __all__ = [
     "CodebookTensorBoardHandler",
     "LearningRateTensorBoardHandler",
+    "LossTensorBoardHandler",
     "MetricsJSONWriter",
     "MultiScaleSSIMHandler",
     "NullSummaryWriter",

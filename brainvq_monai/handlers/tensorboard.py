@@ -17,6 +17,7 @@ from torch.utils.tensorboard import SummaryWriter
 from brainvq_monai.visualize.grids import tile_grid
 
 __all__ = [
+    "LossTensorBoardHandler",
     "ReconstructionGridHandler",
     "PriorSampleGridHandler",
     "CodebookTensorBoardHandler",
@@ -249,3 +250,82 @@ class LearningRateTensorBoardHandler(_TensorBoardHandler):
     def _write(self, engine: Engine, step: int) -> None:
         for i, group in enumerate(self.optimizer.param_groups):
             self.writer.add_scalar(self.tag if i == 0 else f"{self.tag}/group{i}", float(group["lr"]), step)
+
+
+class LossTensorBoardHandler:
+    """Per-iteration losses to TensorBoard without a device synchronisation at every iteration.
+
+    MONAI's ``TensorBoardStatsHandler`` turns each iteration's loss into a Python float when it writes it, which makes
+    the host wait for the GPU at every step. This handler keeps the detached loss tensors of each iteration on their
+    device and fetches them in one copy every ``flush_every`` iterations and at the end of every epoch, then writes
+    every iteration's value at its own global step: the same curve, one synchronisation per ``flush_every`` steps.
+    Tags are the output's keys (``loss``, ``recon_loss``, ...), as ``TensorBoardStatsHandler`` writes a dict.
+
+    Args:
+        summary_writer: shared TensorBoard writer.
+        output_transform: ``engine.state.output`` -> ``{tag: scalar tensor}`` (default: every scalar ``*loss``
+            entry; floats are accepted too).
+        flush_every: iterations between fetches (>= 1).
+    """
+
+    def __init__(
+        self,
+        summary_writer: SummaryWriter,
+        output_transform: Callable[[dict], dict[str, torch.Tensor | float]] | None = None,
+        flush_every: int = 10,
+    ) -> None:
+        if int(flush_every) < 1:
+            raise ValueError(f"flush_every: must be >= 1, got {flush_every}")
+        self.writer = summary_writer
+        self.output_transform = output_transform or _loss_tensors
+        self.flush_every = int(flush_every)
+        self._pending: list[tuple[int, dict[str, torch.Tensor]]] = []
+
+    def attach(self, engine: Engine) -> None:
+        """Attaches the handler to ``engine`` (iteration, epoch and run completion).
+
+        Args:
+            engine: an Ignite engine.
+        """
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.record)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.flush)
+        engine.add_event_handler(Events.COMPLETED, self.flush)
+
+    def record(self, engine: Engine) -> None:
+        """Keeps this iteration's losses (detached, on their device); flushes every ``flush_every`` iterations.
+
+        Args:
+            engine: the engine.
+        """
+        values = {
+            str(k): torch.as_tensor(v).detach().reshape(())
+            for k, v in self.output_transform(engine.state.output).items()
+        }
+        if values:
+            self._pending.append((int(engine.state.iteration), values))
+        if len(self._pending) >= self.flush_every:
+            self.flush()
+
+    def flush(self, engine: Engine | None = None) -> None:
+        """Fetches the pending losses in one copy and writes them at their iterations.
+
+        Args:
+            engine: unused (Ignite passes it).
+        """
+        if not self._pending:
+            return
+        entries = [(tag, step, value) for step, values in self._pending for tag, value in sorted(values.items())]
+        device = entries[0][2].device
+        fetched = torch.stack([value.float().to(device) for _, _, value in entries]).cpu().tolist()  # one copy
+        for (tag, step, _), value in zip(entries, fetched):
+            self.writer.add_scalar(tag, value, step)
+        self._pending.clear()
+        self.writer.flush()
+
+
+def _loss_tensors(output: dict) -> dict[str, torch.Tensor]:
+    return {
+        k: v
+        for k, v in output.items()
+        if str(k).endswith("loss") and isinstance(v, (torch.Tensor, float, int)) and torch.as_tensor(v).numel() == 1
+    }
