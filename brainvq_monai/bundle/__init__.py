@@ -1,6 +1,13 @@
 from .anomaly import save_anomaly_outputs
 from .samples import generate_samples, reference_affine
-from .utils import default_bundle_root, encode_codes, ensure_datalist, latent_shape_of, load_network, training_prepare_batch
+from .utils import (
+    default_bundle_root,
+    encode_codes,
+    ensure_datalist,
+    latent_shape_of,
+    load_network,
+    training_prepare_batch,
+)
 
 __all__ = [
     "default_bundle_root",
