@@ -12,10 +12,10 @@ from brainvq_monai.apps.benchmark import pipeline
 from brainvq_monai.apps.benchmark.report import data_feed
 
 CASES = {
-    "cache_nifti_slices_cachedataset_readcache_off",
-    "cache_nifti_slices_cachedataset_readcache_on",
-    "cache_nifti_slices_persistent_readcache_off",
-    "cache_nifti_slices_persistent_readcache_on",
+    "cache_nifti_slices_cachedataset_volumecache_off",
+    "cache_nifti_slices_cachedataset_volumecache_on",
+    "cache_nifti_slices_persistent_volumecache_off",
+    "cache_nifti_slices_persistent_volumecache_on",
     "cache_png_2d_cachedataset",
     "cache_volumes_3d_cachedataset",
     "augment_per_sample_2d_workers0",
@@ -57,12 +57,12 @@ def test_every_case_measured(rows):
 
 def test_configs_and_references(rows):
     by_case = {r["case"]: r for r in rows}
-    on = by_case["cache_nifti_slices_cachedataset_readcache_on"]
-    off = by_case["cache_nifti_slices_cachedataset_readcache_off"]
+    on = by_case["cache_nifti_slices_cachedataset_volumecache_on"]
+    off = by_case["cache_nifti_slices_cachedataset_volumecache_off"]
     assert off["config"]["read_cache_volumes"] == 0 and on["config"]["read_cache_volumes"] > 0
     assert on["config"]["items"] == off["config"]["items"] > on["config"]["volumes"] == 2
     assert on["reference"] == off["case"] and off["results"]["speedup"] == 1.0
-    assert by_case["cache_nifti_slices_persistent_readcache_on"]["results"]["epoch2_samples_per_s"] > 0
+    assert by_case["cache_nifti_slices_persistent_volumecache_on"]["results"]["epoch2_samples_per_s"] > 0
     assert by_case["augment_per_sample_2d_workers2"]["config"]["workers"] == 2
     assert (
         by_case["augment_batched_2d"]["config"]["batch"] == 16 and by_case["augment_batched_3d"]["config"]["batch"] == 2

@@ -16,7 +16,8 @@ import torch
 from monai.data import CacheDataset
 
 import brainvq_monai.transforms.io as io_module
-from brainvq_monai.transforms.io import ImageReadCache, LoadBrainImage
+from brainvq_monai.transforms.io import ImageReadCache, LoadBrainImage, LoadBrainImaged
+from brainvq_monai.transforms.memo import MemoizedTransformd
 from brainvq_monai.transforms.pipeline import SLICE_READ_CACHE, brain_transforms
 from brainvq_monai.utils.errors import BrainVQInputError
 
@@ -61,8 +62,11 @@ def test_slices_of_one_volume_read_the_file_once(tmp_path, count_reads):
 def test_cache_is_off_by_default_except_for_slices(tmp_path):
     assert LoadBrainImage().read_cache is None
     assert brain_transforms(3, (8, 8, 8), train=False).transforms[0].loader.read_cache is None
-    loader = brain_transforms(2, (8, 8), train=True, from_volume_slices=True).transforms[0].loader
-    assert loader.read_cache.max_items == SLICE_READ_CACHE
+    first = brain_transforms(2, (8, 8), train=True, from_volume_slices=True).transforms[0]
+    assert isinstance(first, MemoizedTransformd) and first.cache.max_items == SLICE_READ_CACHE
+    assert isinstance(
+        brain_transforms(2, (8, 8), False, from_volume_slices=True, read_cache=0).transforms[0], LoadBrainImaged
+    )
     with pytest.raises(BrainVQInputError, match="read_cache"):
         brain_transforms(2, (8, 8), train=False, from_volume_slices=True, read_cache=-1)
 
@@ -139,3 +143,28 @@ def test_pickle_copy_and_cache_dataset(tmp_path, count_reads):
     ds = CacheDataset(items, xform, num_workers=2, progress=False)
     assert len(count_reads) == 1  # two caching threads, one read
     assert ds[0]["image"].shape == (1, 16, 16)
+
+
+def test_memoized_volume_steps_run_once_per_volume_and_hand_out_copies(tmp_path):
+    paths = [_volume(tmp_path / f"sub-{i}.nii.gz", seed=i) for i in range(2)]
+    calls: list[str] = []
+    load = LoadBrainImaged("image")
+
+    def volume_steps(d):
+        calls.append(d["image"])
+        out = load(d)
+        out["image"] = out["image"] * 2.0
+        return out
+
+    memo = MemoizedTransformd("image", volume_steps, max_files=1)
+    first = memo({"image": paths[0], "slice": 3})
+    assert first["slice"] == 3 and first["image"].affine.shape == (4, 4)
+    reference = first["image"].clone()
+    first["image"].fill_(-1.0)  # a later in-place step must not reach the cache
+    again = memo({"image": paths[0], "slice": 4})
+    assert torch.equal(again["image"], reference) and len(calls) == 1
+    memo({"image": paths[1]})  # max_files=1: evicts the first volume
+    memo({"image": paths[0]})
+    assert calls == [paths[0], paths[1], paths[0]]
+    with pytest.raises(TypeError, match="file path"):
+        memo({"image": torch.zeros(2)})

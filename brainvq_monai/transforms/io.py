@@ -6,7 +6,7 @@ import copy
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 import numpy as np
@@ -18,7 +18,7 @@ from monai.utils import MetaKeys
 
 from brainvq_monai.data.image_io import read_image
 
-__all__ = ["ImageReadCache", "LoadBrainImage", "LoadBrainImaged"]
+__all__ = ["FileCache", "ImageReadCache", "LoadBrainImage", "LoadBrainImaged"]
 
 
 def _file_key(path: str) -> tuple:
@@ -35,15 +35,14 @@ def _file_key(path: str) -> tuple:
     return key
 
 
-class ImageReadCache:
-    """A bounded, thread-safe LRU cache of :func:`~brainvq_monai.data.image_io.read_image` results.
+class FileCache:
+    """A bounded, thread-safe LRU cache of values computed from files, keyed by each file's identity.
 
-    Made for datalists that list one item per axial slice of a volume: the slices of one volume then decompress the
-    file once instead of once per slice. Entries are keyed by real path, size and modification time, so a file
-    changed on disk is read again; every hit returns fresh copies (array, affine, meta), so in-place operations
-    downstream can never corrupt the cache. Concurrent requests for the same file (``CacheDataset``'s threads) read
-    it once: the others wait for that read. Files are only read, never written. In ``DataLoader`` worker processes
-    each worker holds its own cache; pickling or deep-copying the cache gives an empty one of the same size.
+    Entries are keyed by real path, size and modification time, so a file changed on disk is computed again; every hit
+    returns ``copy_fn(value)``, so in-place operations downstream can never corrupt the cache. Concurrent requests for
+    the same file (``CacheDataset``'s threads) compute it once: the others wait for that result. Files are only read,
+    never written. In ``DataLoader`` worker processes each worker holds its own cache; pickling or deep-copying the
+    cache gives an empty one of the same size.
 
     Args:
         max_items: number of files kept (least recently used dropped first); 0 disables caching.
@@ -57,7 +56,7 @@ class ImageReadCache:
 
     def _init_state(self) -> None:
         self._lock = threading.Lock()
-        self._items: OrderedDict[tuple, tuple[np.ndarray, np.ndarray, dict[str, Any]]] = OrderedDict()
+        self._items: OrderedDict[tuple, Any] = OrderedDict()
         self._pending: dict[tuple, threading.Event] = {}
         self.hits = 0
         self.misses = 0
@@ -78,6 +77,66 @@ class ImageReadCache:
             self._items.clear()
             self.hits = self.misses = 0
 
+    def get(self, path: str | os.PathLike, compute: Callable[[str], Any], copy_fn: Callable[[Any], Any]) -> Any:
+        """``copy_fn(compute(path))``, with ``compute`` run once per file version while it stays cached.
+
+        Args:
+            path: the file the value is computed from.
+            compute: path -> value (its exceptions propagate and nothing is cached).
+            copy_fn: value -> an independent copy, returned to the caller.
+
+        Returns:
+            a copy of the (cached) value, never shared with the cache or an earlier call.
+        """
+        path = os.fspath(path)
+        if self.max_items == 0:
+            return compute(path)
+        try:
+            key = _file_key(path)
+        except OSError:
+            return compute(path)  # missing/unreadable: compute raises its own one-line error
+        while True:
+            with self._lock:
+                entry = self._items.get(key)
+                if entry is not None:
+                    self._items.move_to_end(key)
+                    self.hits += 1
+                    break
+                event = self._pending.get(key)
+                if event is None:  # this thread computes the value
+                    event = self._pending[key] = threading.Event()
+                    self.misses += 1
+                    owner = True
+                else:
+                    owner = False
+            if not owner:
+                event.wait()
+                continue  # the owner's result is cached now (or it failed: then this thread tries itself)
+            try:
+                entry = compute(path)  # private to the cache: callers get copies (below)
+                with self._lock:
+                    self._items[key] = entry
+                    self._items.move_to_end(key)
+                    while len(self._items) > self.max_items:
+                        self._items.popitem(last=False)
+            finally:
+                with self._lock:
+                    self._pending.pop(key, None)
+                event.set()
+            break
+        return copy_fn(entry)
+
+
+class ImageReadCache(FileCache):
+    """A :class:`FileCache` of :func:`~brainvq_monai.data.image_io.read_image` results.
+
+    Made for datalists that list one item per axial slice of a volume: the slices of one volume then decompress the
+    file once instead of once per slice. Every hit returns fresh copies of (array, affine, meta).
+
+    Args:
+        max_items: number of files kept (least recently used dropped first); 0 disables caching.
+    """
+
     @staticmethod
     def _fresh(entry: tuple[np.ndarray, np.ndarray, dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         data, affine, meta = entry
@@ -95,43 +154,7 @@ class ImageReadCache:
         Raises:
             BrainVQInputError: as :func:`read_image` (failures are not cached).
         """
-        path = os.fspath(path)
-        if self.max_items == 0:
-            return read_image(path)
-        try:
-            key = _file_key(path)
-        except OSError:
-            return read_image(path)  # missing/unreadable: read_image raises the one-line error
-        while True:
-            with self._lock:
-                entry = self._items.get(key)
-                if entry is not None:
-                    self._items.move_to_end(key)
-                    self.hits += 1
-                    break
-                event = self._pending.get(key)
-                if event is None:  # this thread reads the file
-                    event = self._pending[key] = threading.Event()
-                    self.misses += 1
-                    owner = True
-                else:
-                    owner = False
-            if not owner:
-                event.wait()
-                continue  # the owner's result is cached now (or it failed: then this thread tries itself)
-            try:
-                entry = read_image(path)  # private to the cache: callers get copies (below)
-                with self._lock:
-                    self._items[key] = entry
-                    self._items.move_to_end(key)
-                    while len(self._items) > self.max_items:
-                        self._items.popitem(last=False)
-            finally:
-                with self._lock:
-                    self._pending.pop(key, None)
-                event.set()
-            break
-        return self._fresh(entry)
+        return self.get(path, read_image, self._fresh)
 
 
 class LoadBrainImage(Transform):

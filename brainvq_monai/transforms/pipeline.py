@@ -20,6 +20,7 @@ from monai.transforms import (
 
 from brainvq_monai.transforms.intensity import ClipIntensityd, ScaleIntensityRobustd, ThresholdForeground
 from brainvq_monai.transforms.io import LoadBrainImaged
+from brainvq_monai.transforms.memo import MemoizedTransformd
 from brainvq_monai.transforms.spatial import ExtractAxialSliced, ResizeToFitd
 from brainvq_monai.utils.errors import BrainVQInputError
 
@@ -104,8 +105,9 @@ def brain_transforms(
 
     Steps (volume-only steps are skipped for 2D image files):
 
-    1. :class:`LoadBrainImaged` (grayscale, channel first, ``MetaTensor``); for volume slices it keeps the last
-       ``read_cache`` volumes in memory, so the slices of one volume decompress the file once;
+    1. :class:`LoadBrainImaged` (grayscale, channel first, ``MetaTensor``); for volume slices steps 1-3 run once per
+       volume through :class:`~brainvq_monai.transforms.memo.MemoizedTransformd`, which keeps the last
+       ``read_cache`` prepared volumes in memory;
     2. volumes: ``Orientationd`` to RAS, then ``Spacingd(pixdim)`` when ``pixdim`` is given (for volume slices
        the in-plane ``Spacingd`` runs after slicing, so slice indices refer to the RAS grid of the file, as
        :func:`brainvq_monai.data.image_io.brain_axial_slices` lists them);
@@ -133,8 +135,9 @@ def brain_transforms(
         augment: force augmentation on/off; ``None`` means ``train``.
         slice_key: key of the slice index for ``from_volume_slices``.
         augment_params: the augmentation; ``None`` means :data:`BRAIN_AUGMENT`.
-        read_cache: volumes the loader keeps in memory (see :class:`LoadBrainImaged`); ``None`` means
-            :data:`SLICE_READ_CACHE` for ``from_volume_slices`` and 0 (off) otherwise.
+        read_cache: prepared volumes kept in memory for volume slices (read, reoriented and intensity-scaled once per
+            volume); ``None`` means :data:`SLICE_READ_CACHE` for ``from_volume_slices``; 0: every slice prepares
+            its whole volume again. Ignored otherwise.
 
     Returns:
         the ``Compose``.
@@ -164,7 +167,7 @@ def brain_transforms(
     if int(read_cache) < 0:
         raise BrainVQInputError("read_cache", f"must be >= 0 volumes, got {read_cache}")
 
-    xforms: list = [LoadBrainImaged(keys, ensure_channel_first=True, cache_volumes=int(read_cache))]
+    xforms: list = [LoadBrainImaged(keys, ensure_channel_first=True)]
     if volumes:
         xforms.append(Orientationd(keys, axcodes="RAS", labels=None))
         if pixdim is not None and not from_volume_slices:
@@ -173,6 +176,8 @@ def brain_transforms(
     else:
         xforms.append(ScaleIntensityRobustd(keys, lower=0.0, upper=100.0, nonzero=False, clip=True))
     if from_volume_slices:
+        if int(read_cache) > 0:  # the volume-level steps above, once per volume instead of once per slice
+            xforms = [MemoizedTransformd(keys, Compose(xforms), max_files=int(read_cache))]
         xforms.append(ExtractAxialSliced(keys, slice_key=slice_key))
         if pixdim is not None:  # in-plane, after slicing, so that slice indices stay those of the stored grid
             xforms.append(Spacingd(keys, pixdim=pixdim, mode="bilinear", dtype=torch.float32))

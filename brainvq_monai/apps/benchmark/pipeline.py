@@ -5,7 +5,8 @@ and NIfTI volumes) written to a temporary folder and removed afterwards. Cases:
 
 * ``cache_*``: first-epoch rate of the deterministic part of :func:`~brainvq_monai.transforms.brain_transforms`:
   ``CacheDataset`` (caching threads) and ``PersistentDataset`` (to a temporary cache folder, items in datalist order)
-  for the NIfTI axial-slice layout without and with the loader's volume read cache, plus PNG slices and 3D volumes;
+  for the NIfTI axial-slice layout without and with the volume cache (each volume read, reoriented and scaled once,
+  not once per slice), plus PNG slices and 3D volumes;
 * ``augment_per_sample_*``: one epoch of the cached items through the per-sample MONAI random augmentation in a
   MONAI ``DataLoader`` with 0, 2 (and, with more cores, ``min(8, cpu_count)``) workers (persistent workers; the
   second epoch is timed, worker start-up is reported apart);
@@ -119,23 +120,23 @@ def _caching_rows(
             extra: dict[str, Any] = {}
             if kind == "cachedataset":
                 seconds, _ = _timed(CacheDataset, slices, xform, num_workers=threads, progress=False)
-                what = f"CacheDataset({threads} threads) of the deterministic part, read cache {on}"
+                what = f"CacheDataset({threads} threads) of the deterministic part, volume cache {on}"
             else:
                 ds = PersistentDataset(slices, xform, cache_dir=tmp / f"persistent_{on}")
                 seconds, _ = _timed(_read_all, ds)
                 seconds2, _ = _timed(_read_all, ds)
                 extra = {"epoch2_samples_per_s": len(slices) / seconds2}
-                what = f"PersistentDataset first epoch in datalist order (computes + saves), read cache {on}"
+                what = f"PersistentDataset first epoch in datalist order (computes + saves), volume cache {on}"
             rate = len(slices) / seconds
             if not read_cache:
                 ref_rates[kind] = rate
             rows.append(
                 make_row(
                     SECTION,
-                    f"cache_nifti_slices_{kind}_readcache_{on}",
+                    f"cache_nifti_slices_{kind}_volumecache_{on}",
                     {**slice_cfg, "read_cache_volumes": read_cache},
                     {"samples_per_s": rate, "seconds_total": seconds, "speedup": rate / ref_rates[kind], **extra},
-                    reference=None if not read_cache else f"cache_nifti_slices_{kind}_readcache_off",
+                    reference=None if not read_cache else f"cache_nifti_slices_{kind}_volumecache_off",
                     ours=what,
                     note="PersistentDataset rate includes the random tail (~1 ms/sample)"
                     if kind == "persistent"
