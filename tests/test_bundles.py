@@ -350,3 +350,33 @@ def test_torchrun_gloo_two_ranks_identical_codebook(demo_cohort, tmp_path):
     b = torch.load(tmp_path / "models" / "codebook_rank1.pt")
     assert torch.equal(a, b)
     assert (tmp_path / "models" / "vqvae_last.pt").is_file()  # rank 0 saved the checkpoint
+
+    # the prior on the same ranks: codes_dataloader batches the DistributedSampler's shard, DDP keeps weights equal
+    check.write_text(
+        json.dumps(
+            {
+                "finalize": [
+                    "$torch.save({k: v.detach().cpu().clone() for k, v in @network_def.state_dict().items()}, "
+                    "@ckpt_dir + '/prior_rank' + str(torch.distributed.get_rank()) + '.pt')",
+                    "$torch.save(len(@train#dataloader), @ckpt_dir + '/batches_rank' "
+                    "+ str(torch.distributed.get_rank()) + '.pt')",
+                    "$torch.distributed.destroy_process_group()",
+                ]
+            }
+        )
+    )
+    files = f"['{cfg / 'train_prior.json'}','{cfg / 'multi_gpu_train.json'}','{check}']"
+    over = tiny(2, "train_prior.json", tmp_path, demo_cohort)
+    over["batch_size"] = 4
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle"]
+    args += ["run", "--config_file", files]
+    for k, v in over.items():
+        args += [f"--{k}", json.dumps(v) if not isinstance(v, str) else v]
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, cwd=str(REPO), timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    p0 = torch.load(tmp_path / "models" / "prior_rank0.pt")
+    p1 = torch.load(tmp_path / "models" / "prior_rank1.pt")
+    assert p0.keys() == p1.keys() and all(torch.equal(p0[k], p1[k]) for k in p0)
+    n_train = len(json.loads((tmp_path / "runs" / "datalist_adni.json").read_text())["training"])
+    batches = torch.load(tmp_path / "models" / "batches_rank0.pt")
+    assert batches == torch.load(tmp_path / "models" / "batches_rank1.pt") == -(-n_train // 2) // 4  # half each

@@ -135,3 +135,23 @@ def test_loss_tensorboard_handler_writes_every_iteration_with_few_fetches(tmp_pa
     assert [e.value for e in acc.Scalars("recon_loss")] == [0.5 * i for i in range(1, 11)]
     with pytest.raises(ValueError, match="flush_every"):
         LossTensorBoardHandler(writer, flush_every=0)
+
+
+@pytest.mark.parametrize("prior_kind", ["pixelcnn", "transformer"])
+@pytest.mark.parametrize("num_classes", [None, 2])
+def test_every_trainable_prior_parameter_gets_a_gradient(prior_kind, num_classes):
+    """DistributedDataParallel (multi_gpu_train.json) fails on trainable parameters that receive no gradient."""
+    from brainvq_monai.networks.nets import build_prior
+
+    prior = build_prior(
+        prior_kind,
+        2,
+        8,
+        (4, 4),
+        num_classes,
+        pixelcnn={"channels": 8, "num_layers": 3, "kernel_size": 3},
+        transformer={"attn_layers_dim": 8, "attn_layers_depth": 2, "attn_layers_heads": 2},
+    )
+    labels = torch.tensor([0, 1]) if num_classes else None
+    prior(torch.randint(0, 8, (2, 4, 4)), labels).sum().backward()
+    assert [n for n, p in prior.named_parameters() if p.requires_grad and p.grad is None] == []

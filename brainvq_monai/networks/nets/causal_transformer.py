@@ -126,6 +126,9 @@ class CausalTransformer(DecoderOnlyTransformer):
         )
         # SABlock's SDPA branch passes ``is_causal=self.causal``; the mask branch (never taken) would need the buffer
         block.attn.causal = True
+        # kept for MONAI's state-dict layout but never used without cross-attention: frozen, so that
+        # DistributedDataParallel does not wait for their gradients (MONAI's transformer fails under DDP there)
+        block.norm_cross_attn.requires_grad_(False)
         block.attn.sequence_length = self.max_seq_len
         return block
 

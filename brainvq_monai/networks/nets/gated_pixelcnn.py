@@ -174,6 +174,9 @@ class GatedPixelCNN(AutoregressivePrior):
             _GatedLayer(embedding_dim if i == 0 else channels, channels, kernel_size, i == 0, num_classes, dropout)
             for i in range(num_layers)
         )
+        last = self.layers[-1]
+        if last.class_v is not None:  # the last vertical gate feeds nothing: frozen, so DDP waits for no gradient
+            last.class_v.requires_grad_(False)
         self.head = nn.Sequential(
             nn.ReLU(),
             nn.Conv2d(channels, output_channels, 1),
