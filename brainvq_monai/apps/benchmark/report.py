@@ -13,7 +13,7 @@ import torch
 from brainvq_monai.utils.environment import device_info, versions
 from brainvq_monai.utils.errors import BrainVQInputError
 
-__all__ = ["SECTIONS", "failed_checks", "format_report", "run_benchmark"]
+__all__ = ["SECTIONS", "data_feed", "failed_checks", "format_report", "run_benchmark"]
 
 #: section name -> module under ``brainvq_monai.apps.benchmark``, in the order they run and print
 SECTIONS = {
