@@ -155,3 +155,30 @@ def test_every_trainable_prior_parameter_gets_a_gradient(prior_kind, num_classes
     labels = torch.tensor([0, 1]) if num_classes else None
     prior(torch.randint(0, 8, (2, 4, 4)), labels).sum().backward()
     assert [n for n, p in prior.named_parameters() if p.requires_grad and p.grad is None] == []
+
+
+def test_prior_trainer_checks_cached_codes_once_and_priors_skip_the_per_step_sync_check(monkeypatch):
+    from brainvq_monai.data.codes import CodesDataset, codes_dataloader
+    from brainvq_monai.engines import PriorTrainer
+    from brainvq_monai.networks.nets import TransformerPrior
+    from brainvq_monai.utils.errors import BrainVQInputError
+
+    prior = TransformerPrior(2, 8, (2, 2), num_classes=2, attn_layers_dim=8, attn_layers_depth=1, attn_layers_heads=2)
+    opt = torch.optim.AdamW(prior.parameters())
+
+    def trainer(codes, labels):
+        data = CodesDataset({"codes": codes, "labels": labels, "subjects": None})
+        return PriorTrainer("cpu", 1, codes_dataloader(data, 2), prior, opt)
+
+    with pytest.raises(BrainVQInputError, match=r"codes span \[8, 8\] but the prior has 8 codes"):
+        trainer(torch.full((4, 2, 2), 8), torch.zeros(4))
+    with pytest.raises(BrainVQInputError, match="label"):
+        trainer(torch.zeros(4, 2, 2), torch.tensor([0, 1, 2, 0]))
+    trainer(torch.randint(0, 8, (4, 2, 2)), torch.tensor([0, 1, 1, 0])).run()
+    # sampling / likelihood calls (and every CPU call) still check per call
+    with pytest.raises(ValueError, match="values must lie"):
+        prior.eval()(torch.full((1, 2, 2), 9), torch.tensor([0]))
+    # in training mode a CUDA tensor is not read back (no host sync per step)
+    fake_cuda = torch.full((3,), 99)
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
+    assert prior.train().values_in_range(fake_cuda, 8) and not prior.eval().values_in_range(fake_cuda, 8)

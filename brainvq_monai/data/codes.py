@@ -65,7 +65,10 @@ class CodesDataset(Dataset):
         n = len(self)
         if any(not -n <= i < n for i in idx_list):
             raise IndexError(f"CodesDataset index out of range for {n} code maps")
-        idx = idx.to(self.codes.device)
+        if self.codes.device.type == "cuda":  # pinned + non_blocking: a pageable copy would wait for the GPU queue
+            idx = idx.pin_memory().to(self.codes.device, non_blocking=True)
+        else:
+            idx = idx.to(self.codes.device)
         batch: dict[str, Any] = {"codes": self.codes[idx], "subject": [self.subjects[i] for i in idx_list]}
         if self.labels is not None:
             batch["label"] = self.labels[idx]

@@ -1,5 +1,5 @@
 from .evaluators import PriorEvaluator, VQVAEEvaluator
-from .prior_trainer import PriorTrainer
+from .prior_trainer import PriorTrainer, check_code_dataset
 from .utils import (
     autocast,
     lower_is_better,
@@ -15,6 +15,7 @@ from .vqvae_trainer import VQVAETrainer
 __all__ = [
     "PriorEvaluator",
     "PriorTrainer",
+    "check_code_dataset",
     "VQVAEEvaluator",
     "VQVAETrainer",
     "autocast",

@@ -13,8 +13,39 @@ from torch.optim import Optimizer
 
 from brainvq_monai.engines.trainer import BrainVQTrainer
 from brainvq_monai.engines.utils import autocast, prepare_codes, unwrap
+from brainvq_monai.utils.errors import BrainVQInputError
 
-__all__ = ["PriorTrainer"]
+__all__ = ["PriorTrainer", "check_code_dataset"]
+
+
+def check_code_dataset(dataset: Any, network: torch.nn.Module) -> None:
+    """Checks once that a dataset of cached codes fits the prior: codes in ``[0, K)``, labels in ``[0, num_classes)``.
+
+    The priors skip this per-batch check in training mode on CUDA (it would make the host wait for the GPU at every
+    step), so the trainer does it once for the whole dataset. Datasets without a ``codes`` tensor are not checked.
+
+    Args:
+        dataset: the training dataset (e.g. :class:`~brainvq_monai.data.CodesDataset`).
+        network: the prior (possibly DDP-wrapped).
+
+    Raises:
+        BrainVQInputError: codes or labels out of range.
+    """
+    prior = unwrap(network)
+    codes = getattr(dataset, "codes", None)
+    k = getattr(prior, "num_embeddings", None)
+    if isinstance(codes, torch.Tensor) and codes.numel() and k is not None:
+        low, high = int(codes.min()), int(codes.max())
+        if low < 0 or high >= k:
+            raise BrainVQInputError(
+                "codes", f"cached codes span [{low}, {high}] but the prior has {k} codes; re-encode with its VQ-VAE"
+            )
+    labels = getattr(dataset, "labels", None)
+    num_classes = getattr(prior, "num_classes", None)
+    if isinstance(labels, torch.Tensor) and labels.numel() and num_classes:
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0 or high >= num_classes:
+            raise BrainVQInputError("label", f"class labels span [{low}, {high}] but the prior has {num_classes}")
 
 
 class PriorTrainer(BrainVQTrainer):
@@ -65,6 +96,7 @@ class PriorTrainer(BrainVQTrainer):
             **kwargs,
         )
         self.label_smoothing = label_smoothing
+        check_code_dataset(getattr(train_data_loader, "dataset", None), network)
 
     def _iteration(self, engine: PriorTrainer, batchdata: dict[str, torch.Tensor]) -> dict:  # type: ignore[override]
         if batchdata is None:

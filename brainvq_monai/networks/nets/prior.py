@@ -72,9 +72,27 @@ class AutoregressivePrior(nn.Module, ABC):
             labels = labels.expand(batch_size)
         if labels.numel() != batch_size:
             raise ValueError(f"class_labels: expected {batch_size} labels, got {labels.numel()}")
-        if labels.min() < 0 or labels.max() >= self.num_classes:
+        if not self.values_in_range(labels, self.num_classes):
             raise ValueError(f"class_labels: values must lie in [0, {self.num_classes - 1}]")
         return labels
+
+    def values_in_range(self, values: torch.Tensor, high: int) -> bool:
+        """Whether integer ``values`` lie in ``[0, high)``; ``True`` without looking for CUDA tensors in training mode.
+
+        Reading a CUDA tensor's minimum makes the host wait for the GPU queue, once per training step: in training
+        mode on CUDA the check is left to :class:`~brainvq_monai.engines.PriorTrainer`, which checks its whole code
+        dataset once when the run starts. Sampling, likelihoods and every CPU call are checked here.
+
+        Args:
+            values: integer tensor (codes or class labels).
+            high: exclusive upper bound.
+
+        Returns:
+            whether every value lies in range (or the check was skipped).
+        """
+        if values.numel() == 0 or (self.training and values.is_cuda):
+            return True
+        return bool(values.min() >= 0) and bool(values.max() < high)
 
     @abstractmethod
     def forward(self, codes: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:

@@ -261,7 +261,7 @@ class TransformerPrior(AutoregressivePrior):
             raise BrainVQInputError("codes", f"expected an integer tensor of code indices, got {codes.dtype}")
         batch = codes.shape[0]
         seq = codes.reshape(batch, -1).long()[:, self.sequence_ordering]
-        if seq.numel() and (seq.min() < 0 or seq.max() >= self.num_embeddings):
+        if not self.values_in_range(seq, self.num_embeddings):
             raise BrainVQInputError("codes", f"values must lie in [0, {self.num_embeddings - 1}]")
         start = self.start_tokens(batch, class_labels).to(codes.device)
         tokens = torch.cat([start[:, None], seq[:, :-1]], dim=1)
