@@ -26,3 +26,30 @@ def demo_cohort(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("demo_cohort")
     make_demo_cohort(root, subjects=8, seed=3, slices_per_subject=4, workers=1)
     return root
+
+
+@pytest.fixture
+def tiny_vqvae():
+    """Factory of a seeded tiny VQ-VAE (channels 4/8, two stride-2 levels, 8 codes of dim 4), 2D or 3D.
+
+    ``cls`` is :class:`~brainvq_monai.networks.nets.BrainVQVAE` by default, or MONAI's ``VQVAE``.
+    """
+    from brainvq_monai.networks.nets import BrainVQVAE
+
+    def make(spatial_dims: int = 2, cls: type = BrainVQVAE, **kwargs) -> torch.nn.Module:
+        torch.manual_seed(0)
+        return cls(
+            spatial_dims,
+            1,
+            1,
+            channels=(4, 8),
+            num_res_channels=(4, 8),
+            num_res_layers=1,
+            num_embeddings=8,
+            embedding_dim=4,
+            downsample_parameters=((2, 4, 1, 1),) * 2,
+            upsample_parameters=((2, 4, 1, 1, 0),) * 2,
+            **kwargs,
+        )
+
+    return make

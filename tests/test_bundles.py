@@ -336,16 +336,19 @@ def test_torchrun_gloo_two_ranks_identical_codebook(demo_cohort, tmp_path):
         )
     )
     cfg = BUNDLES[2] / "configs"
-    files = f"['{cfg / 'train_vqvae.json'}','{cfg / 'multi_gpu_train.json'}','{check}']"
-    over = tiny(2, "train_vqvae.json", tmp_path, demo_cohort)
-    over["batch_size"] = 4
-    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle"]
-    args += ["run", "--config_file", files]
-    for k, v in over.items():
-        args += [f"--{k}", json.dumps(v) if not isinstance(v, str) else v]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(args, capture_output=True, text=True, env=env, cwd=str(REPO), timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    def torchrun_two_ranks(config: str) -> None:
+        files = f"['{cfg / config}','{cfg / 'multi_gpu_train.json'}','{check}']"
+        over = {**tiny(2, config, tmp_path, demo_cohort), "batch_size": 4}
+        args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m"]
+        args += ["monai.bundle", "run", "--config_file", files]
+        for k, v in over.items():
+            args += [f"--{k}", json.dumps(v) if not isinstance(v, str) else v]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+        proc = subprocess.run(args, capture_output=True, text=True, env=env, cwd=str(REPO), timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    torchrun_two_ranks("train_vqvae.json")
     a = torch.load(tmp_path / "models" / "codebook_rank0.pt")
     b = torch.load(tmp_path / "models" / "codebook_rank1.pt")
     assert torch.equal(a, b)
@@ -365,15 +368,7 @@ def test_torchrun_gloo_two_ranks_identical_codebook(demo_cohort, tmp_path):
             }
         )
     )
-    files = f"['{cfg / 'train_prior.json'}','{cfg / 'multi_gpu_train.json'}','{check}']"
-    over = tiny(2, "train_prior.json", tmp_path, demo_cohort)
-    over["batch_size"] = 4
-    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle"]
-    args += ["run", "--config_file", files]
-    for k, v in over.items():
-        args += [f"--{k}", json.dumps(v) if not isinstance(v, str) else v]
-    proc = subprocess.run(args, capture_output=True, text=True, env=env, cwd=str(REPO), timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    torchrun_two_ranks("train_prior.json")
     p0 = torch.load(tmp_path / "models" / "prior_rank0.pt")
     p1 = torch.load(tmp_path / "models" / "prior_rank1.pt")
     assert p0.keys() == p1.keys() and all(torch.equal(p0[k], p1[k]) for k in p0)

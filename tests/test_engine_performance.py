@@ -8,29 +8,10 @@ import torch
 from brainvq_monai.apps.benchmark.timing import saved_activation_bytes
 from brainvq_monai.engines import VQVAETrainer
 from brainvq_monai.engines.utils import compile_network
-from brainvq_monai.networks.nets import BrainVQVAE
 
 
-def _vqvae(spatial_dims: int = 2, **kwargs) -> BrainVQVAE:
-    torch.manual_seed(0)
-    return BrainVQVAE(
-        spatial_dims,
-        1,
-        1,
-        channels=(4, 8),
-        num_res_channels=(4, 8),
-        num_res_layers=1,
-        num_embeddings=8,
-        embedding_dim=4,
-        downsample_parameters=((2, 4, 1, 1),) * 2,
-        upsample_parameters=((2, 4, 1, 1, 0),) * 2,
-        init="none",
-        **kwargs,
-    )
-
-
-def test_compile_network_in_place_keeps_checkpoint_keys_and_outputs():
-    net = _vqvae().eval()
+def test_compile_network_in_place_keeps_checkpoint_keys_and_outputs(tiny_vqvae):
+    net = tiny_vqvae(init="none").eval()
     keys = list(net.state_dict())
     x = torch.rand(2, 1, 16, 16)
     expected = net(x)[0]
@@ -42,8 +23,8 @@ def test_compile_network_in_place_keeps_checkpoint_keys_and_outputs():
     torch.testing.assert_close(net(x)[0], expected)
 
 
-def test_vqvae_trainer_compile_option_trains_and_saves_plain_keys():
-    net = _vqvae()
+def test_vqvae_trainer_compile_option_trains_and_saves_plain_keys(tiny_vqvae):
+    net = tiny_vqvae(init="none")
     keys = set(net.state_dict())
     data = [{"image": torch.rand(1, 16, 16)} for _ in range(4)]
     trainer = VQVAETrainer(
@@ -64,9 +45,10 @@ def test_vqvae_trainer_compile_option_trains_and_saves_plain_keys():
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])
-def test_blockwise_checkpointing_same_gradients_less_saved_memory(spatial_dims):
+def test_blockwise_checkpointing_same_gradients_less_saved_memory(tiny_vqvae, spatial_dims):
     size = (32,) * spatial_dims
-    plain, ckpt = _vqvae(spatial_dims), _vqvae(spatial_dims, use_checkpointing=True)
+    plain = tiny_vqvae(spatial_dims, init="none")
+    ckpt = tiny_vqvae(spatial_dims, init="none", use_checkpointing=True)
     ckpt.load_state_dict(plain.state_dict())
     x = torch.rand(2, 1, *size)
     saved, grads = [], []

@@ -15,23 +15,7 @@ from brainvq_monai.data.codes import CodesDataset
 from brainvq_monai.engines import PriorEvaluator, PriorTrainer, VQVAEEvaluator, VQVAETrainer, lower_is_better
 from brainvq_monai.handlers import MetricsJSONWriter, MultiScaleSSIMHandler, SSIMHandler
 from brainvq_monai.metrics import CodebookPerplexity, CodesUsed, PriorNLL, histogram_perplexity, multiscale_ssim_metric
-from brainvq_monai.networks.nets import BrainVQVAE, GatedPixelCNN
-
-
-def _vqvae() -> BrainVQVAE:
-    torch.manual_seed(0)
-    return BrainVQVAE(
-        2,
-        1,
-        1,
-        channels=(4, 8),
-        num_res_channels=(4, 8),
-        num_res_layers=1,
-        num_embeddings=8,
-        embedding_dim=4,
-        downsample_parameters=((2, 4, 1, 1),) * 2,
-        upsample_parameters=((2, 4, 1, 1, 0),) * 2,
-    )
+from brainvq_monai.networks.nets import GatedPixelCNN
 
 
 def _images(n: int = 8) -> list[dict]:
@@ -39,8 +23,8 @@ def _images(n: int = 8) -> list[dict]:
     return [{"image": torch.rand(1, 16, 16, generator=gen), "label": i % 2} for i in range(n)]
 
 
-def test_vqvae_trainer_with_adversarial_term_updates_both_networks():
-    net = _vqvae()
+def test_vqvae_trainer_with_adversarial_term_updates_both_networks(tiny_vqvae):
+    net = tiny_vqvae()
     disc = PatchDiscriminator(spatial_dims=2, num_layers_d=1, channels=4, in_channels=1, out_channels=1)
     before = [p.detach().clone() for p in disc.parameters()]
     loader = torch.utils.data.DataLoader(_images(), batch_size=4)
@@ -66,8 +50,8 @@ def test_vqvae_trainer_with_adversarial_term_updates_both_networks():
         VQVAETrainer("cpu", 1, loader, net, torch.optim.Adam(net.parameters()), discriminator=disc)
 
 
-def test_vqvae_evaluator_metrics_and_frozen_codebook():
-    net = _vqvae()
+def test_vqvae_evaluator_metrics_and_frozen_codebook(tiny_vqvae):
+    net = tiny_vqvae()
     net.train()
     net(torch.rand(4, 1, 16, 16))  # data init
     codebook = net.ema_quantizer.embedding.weight.detach().clone()
@@ -160,26 +144,13 @@ def test_prior_engines_pass_labels_through_wrappers():
     assert len(seen) == 2 and all(torch.equal(s, torch.tensor([0, 1, 0, 1])) for s in seen)
 
 
-def test_vqvae_forward_updates_a_monai_codebook_once_per_step():
+def test_vqvae_forward_updates_a_monai_codebook_once_per_step(tiny_vqvae):
     from monai.networks.nets import VQVAE
 
     from brainvq_monai.engines.utils import vqvae_forward
 
-    kwargs = dict(
-        spatial_dims=2,
-        in_channels=1,
-        out_channels=1,
-        channels=(4, 8),
-        num_res_channels=(4, 8),
-        num_res_layers=1,
-        num_embeddings=8,
-        embedding_dim=4,
-        downsample_parameters=((2, 4, 1, 1),) * 2,
-        upsample_parameters=((2, 4, 1, 1, 0),) * 2,
-    )
-    torch.manual_seed(0)
-    a = VQVAE(**kwargs).train()
-    b = VQVAE(**kwargs).train()
+    a = tiny_vqvae(cls=VQVAE).train()
+    b = tiny_vqvae(cls=VQVAE).train()
     b.load_state_dict(a.state_dict())
     x = torch.rand(2, 1, 16, 16)
     recon, loss, idx = vqvae_forward(a, x)

@@ -379,27 +379,22 @@ def _checkpoint_rows(
     if build_on is None:
         note = f"not built on {device.type}: its masks alone take {mask_bytes_expected / 1e9:.1f} GB"
     else:
+        sizes = {
+            "num_tokens": reference.num_tokens,
+            "max_seq_len": n,
+            "attn_layers_dim": reference.attn_layers_dim,
+            "attn_layers_depth": depth,
+            "attn_layers_heads": reference.attn_layers_heads,
+        }
         with torch.device(build_on):
-            monai_tf = DecoderOnlyTransformer(
-                num_tokens=reference.num_tokens,
-                max_seq_len=n,
-                attn_layers_dim=reference.attn_layers_dim,
-                attn_layers_depth=depth,
-                attn_layers_heads=reference.attn_layers_heads,
-            )
+            monai_tf = DecoderOnlyTransformer(**sizes)
         monai_tf.load_state_dict(reference.state_dict(), strict=False)
         size = _checkpoint_bytes(monai_tf)
         masks = sum(b.numel() * b.element_size() for name, b in monai_tf.named_buffers() if "causal_mask" in name)
         results = {"checkpoint_bytes": size, "checkpoint_gib": _gib(size), "mask_bytes": masks}
         results["ratio_to_ours"] = size / ours_bytes
         if build_on.type == "cpu":  # ours loads MONAI's state dict strictly and computes the same function
-            loaded = CausalTransformer(
-                num_tokens=reference.num_tokens,
-                max_seq_len=n,
-                attn_layers_dim=reference.attn_layers_dim,
-                attn_layers_depth=depth,
-                attn_layers_heads=reference.attn_layers_heads,
-            )
+            loaded = CausalTransformer(**sizes)
             loaded.load_state_dict(monai_tf.state_dict(), strict=True)
             length = min(n, 256)
             x = torch.randint(0, reference.num_tokens, (1, length), generator=torch.Generator().manual_seed(0))
