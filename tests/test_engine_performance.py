@@ -164,3 +164,19 @@ def test_prior_trainer_checks_cached_codes_once_and_priors_skip_the_per_step_syn
     fake_cuda = torch.full((3,), 99)
     monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
     assert prior.train().values_in_range(fake_cuda, 8) and not prior.eval().values_in_range(fake_cuda, 8)
+
+
+def test_training_prepare_batch_augments_on_the_device_with_a_seed_per_rank(monkeypatch):
+    from brainvq_monai.bundle import training_prepare_batch
+    from brainvq_monai.engines.utils import prepare_images
+
+    assert training_prepare_batch(False, 0) is prepare_images
+    batch = {"image": torch.full((4, 1, 16, 16), 0.5)}
+    a, _ = training_prepare_batch(True, 0)(batch, "cpu")
+    b, _ = training_prepare_batch(True, 0)(batch, "cpu")
+    assert torch.equal(a, b) and not torch.equal(a, batch["image"])  # augmented, reproducibly
+    assert torch.equal(batch["image"], torch.full((4, 1, 16, 16), 0.5))  # the loader's batch is untouched
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda: 1)
+    c, _ = training_prepare_batch(True, 0)(batch, "cpu")
+    assert not torch.equal(a, c)  # rank 1 draws other augmentations than rank 0

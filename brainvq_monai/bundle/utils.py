@@ -250,7 +250,8 @@ def training_prepare_batch(augment_on_device: bool, seed: int | None = None) -> 
 
     Args:
         augment_on_device: augment batches on the device (else the loader's transforms augment per sample).
-        seed: seed of the augmentation's generator (``None``: torch's global generator).
+        seed: seed of the augmentation's generator (``None``: torch's global generator); under
+            ``torch.distributed`` each rank uses ``seed + rank``, so ranks draw different augmentations.
 
     Returns:
         a ``prepare_batch`` callable for :class:`~brainvq_monai.engines.VQVAETrainer`.
@@ -260,4 +261,6 @@ def training_prepare_batch(augment_on_device: bool, seed: int | None = None) -> 
 
     if not augment_on_device:
         return prepare_images
+    if seed is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
+        seed = int(seed) + torch.distributed.get_rank()
     return AugmentedPrepareBatch(RandBrainAugment().set_random_state(seed), prepare_images)
