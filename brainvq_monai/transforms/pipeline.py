@@ -26,7 +26,7 @@ from brainvq_monai.utils.errors import BrainVQInputError
 
 __all__ = ["BRAIN_AUGMENT", "BrainAugmentParams", "SLICE_READ_CACHE", "brain_transforms"]
 
-#: volumes kept in memory by the loader of the axial-slice pipeline (slices of one volume then read the file once).
+#: prepared volumes kept in memory by the axial-slice pipeline (the slices of one volume read and prepare it once).
 SLICE_READ_CACHE = 4
 
 
