@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from brainvq_monai.utils.errors import BrainVQError
+from brainvq_monai.utils.errors import BrainVQError, BrainVQInputError
 
 __all__ = ["main", "build_parser", "find_brainvq_error"]
 
@@ -18,7 +18,13 @@ __all__ = ["main", "build_parser", "find_brainvq_error"]
 def _cmd_demo_data(args: argparse.Namespace) -> int:
     from brainvq_monai.data.demo import make_demo_cohort
 
-    summary = make_demo_cohort(args.out, subjects=args.subjects, seed=args.seed, slices_per_subject=args.slices)
+    summary = make_demo_cohort(
+        args.out,
+        subjects=args.subjects,
+        seed=args.seed,
+        slices_per_subject=args.slices,
+        slice_spacing=args.slice_spacing,
+    )
     print(summary)
     return 0
 
@@ -62,7 +68,13 @@ def find_brainvq_error(err: BaseException | None) -> BrainVQError | None:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from brainvq_monai.apps.demo import run_demo
 
-    summary = run_demo(args.out, subjects=args.subjects, seed=args.seed, prior=args.prior)
+    summary = run_demo(
+        args.out,
+        subjects=args.subjects,
+        seed=args.seed,
+        prior=args.prior,
+        settings={} if args.amp is None else {"amp": args.amp},
+    )
     rec = summary["results"].get("reconstruction", {}).get("metrics", {})
     nll = summary["results"].get("prior", {}).get("metrics", {})
     print(f"demo finished in {summary['seconds']['total']:.0f} s")
@@ -77,6 +89,41 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         if key in summary:
             print(f"  {key:<12} {summary[key]}")
     print(f"  tensorboard --logdir {summary['tensorboard']}")
+    return 0
+
+
+def _cmd_ablation(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from brainvq_monai.apps.ablation import ABLATION_FILE, render_ablation, run_ablation
+
+    out = Path(args.out)
+    if args.render_only:
+        import json
+
+        record_file = out / ABLATION_FILE
+        if not record_file.is_file():
+            raise BrainVQInputError(record_file, "no ablation record: run brainvq ablation --out DIR first")
+        record = json.loads(record_file.read_text())
+    else:
+        record = run_ablation(out, seed=args.seed, only=args.rows)
+    grids = {k: f"{k}/report/samples.png" for k, r in record["rows"].items() if r.get("grid")}
+    (out / "ablation.md").write_text(render_ablation(record, grids))
+    print(f"wrote {out / 'ablation.md'} and {out / ABLATION_FILE}")
+    return 0
+
+
+def _cmd_seeds(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from brainvq_monai.apps.ablation import render_seeds, run_seeds
+
+    settings = {} if args.amp is None else {"amp": args.amp}
+    record = run_seeds(args.out, seeds=args.seeds, settings=settings, prior=args.prior)
+    out = Path(args.out) / "seeds.md"
+    out.write_text(render_seeds(record))
+    print(render_seeds(record))
+    print(f"wrote {out} and {Path(args.out) / 'seeds.json'}")
     return 0
 
 
@@ -102,16 +149,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subjects", type=int, default=20, help="number of subjects (default 20)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--slices", type=int, default=20, help="axial slices per subject in the 2D layouts (default 20)")
+    p.add_argument(
+        "--slice-spacing", type=int, default=1, help="axial planes (mm) between consecutive slices (default 1)"
+    )
     p.set_defaults(func=_cmd_demo_data)
 
     p = sub.add_parser(
         "demo", help="run the whole pipeline (data, VQ-VAE, prior, evaluation, samples) on the demo cohort"
     )
     p.add_argument("--out", required=True, help="output folder (created)")
-    p.add_argument("--subjects", type=int, default=20, help="demo cohort size (default 20)")
+    p.add_argument("--subjects", type=int, default=None, help="demo cohort size (default: the demo settings')")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--prior", choices=["transformer", "pixelcnn"], default="transformer", help="prior to train")
+    p.add_argument(
+        "--amp",
+        choices=["auto", "on", "off"],
+        default=None,
+        help="bf16 autocast: auto = where the CPU has bf16 units (AMX / AVX-512 BF16) or on a GPU; off = float32 "
+        "(default: the demo settings')",
+    )
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser(
+        "ablation", help="run the quality ablation of the demo settings (one change per row) and write ablation.md"
+    )
+    p.add_argument("--out", required=True, help="ablation folder (one run folder per row, ablation.json)")
+    p.add_argument("--rows", nargs="+", default=None, help="run only these rows (keys); the others keep their figures")
+    p.add_argument("--seed", type=int, default=0, help="seed of every row (default 0)")
+    p.add_argument("--render-only", action="store_true", help="only write ablation.md from ablation.json")
+    p.set_defaults(func=_cmd_ablation)
+
+    p = sub.add_parser("seeds", help="run the demo with several seeds and tabulate the spread of every headline figure")
+    p.add_argument("--out", required=True, help="folder (one demo run per seed, seeds.json, seeds.md)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default 0 1 2)")
+    p.add_argument("--prior", choices=["transformer", "pixelcnn"], default="transformer", help="prior to train")
+    p.add_argument("--amp", choices=["auto", "on", "off"], default=None, help="bf16 autocast (see brainvq demo)")
+    p.set_defaults(func=_cmd_seeds)
 
     p = sub.add_parser("report", help="write report.md and figures (curves, grids, codebook, metrics) for a run")
     p.add_argument("--run", required=True, help="run folder (brainvq demo --out DIR)")

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from brainvq_monai.apps.demo import DEMO_SETTINGS, demo_overrides, run_bundle_config
+from brainvq_monai.apps.demo import DEMO_SETTINGS, demo_overrides, run_bundle_config, vqvae_architecture
 from brainvq_monai.bundle.utils import default_bundle_root
 from brainvq_monai.inferers.anomaly import SCORE_COLUMNS, auroc, likelihood_threshold
 from brainvq_monai.utils.errors import BrainVQInputError
@@ -73,11 +73,7 @@ def _overrides(run: Path, out: Path, settings: dict[str, Any], prior: str) -> di
         raise BrainVQInputError(run, "no datalist_*.json: not a brainvq demo run directory")
     datalist = json.loads(datalists[0].read_text())
     over = demo_overrides(run, settings, prior, int(datalist.get("numTraining", 0)) or 20, int(datalist.get("seed", 0)))
-    arch = {
-        "channels": settings["vqvae_channels"],
-        "num_res_channels": settings["vqvae_channels"],
-        "num_res_layers": settings["vqvae_res_layers"],
-    }
+    arch = vqvae_architecture(settings)
     over.update({f"vqvae_def#{k}": v for k, v in arch.items()})
     over.update(
         {

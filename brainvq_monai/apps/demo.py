@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +20,21 @@ from brainvq_monai.bundle.utils import default_bundle_root
 from brainvq_monai.data.demo import validate_demo_settings
 from brainvq_monai.utils.errors import BrainVQInputError
 
-__all__ = ["DEMO_SETTINGS", "demo_overrides", "run_bundle_config", "run_demo"]
+__all__ = [
+    "DEMO_SETTINGS",
+    "STAGES",
+    "demo_overrides",
+    "demo_precision",
+    "run_bundle_config",
+    "run_demo",
+    "vqvae_architecture",
+]
 
 # CPU-sized settings: the whole demo fits in a few minutes on 2 cores.
 DEMO_SETTINGS: dict[str, Any] = {
+    "subjects": 20,
+    "slices_per_subject": 20,
+    "slice_spacing": 1,
     "spatial_size": [64, 64],
     "num_embeddings": 64,
     "embedding_dim": 32,
@@ -31,9 +42,18 @@ DEMO_SETTINGS: dict[str, Any] = {
     "num_workers": 0,
     "vqvae_channels": [32, 64],
     "vqvae_res_layers": 1,
+    "vqvae_strides": [2, 2],
+    "l1_weight": 1.0,
+    "ssim_weight": 0.0,
+    "perceptual_weight": 0.0,
+    "adversarial_weight": 0.0,
+    "adversarial_start": 0,
     "vqvae_epochs": 100,
+    "vqvae_budget_s": None,
     "prior_epochs": 60,
+    "prior_budget_s": None,
     "prior_val_interval": 10,
+    "prior_weight_decay": 0.01,
     "learning_rate_vqvae": 0.002,
     "learning_rate_prior": 0.002,
     "transformer": {
@@ -44,7 +64,13 @@ DEMO_SETTINGS: dict[str, Any] = {
     },
     "pixelcnn": {"channels": 48, "num_layers": 8, "kernel_size": 5, "dropout": 0.1},
     "num_samples": 8,
+    "temperature": 1.0,
+    "top_k": None,
+    "top_p": None,
+    "eval_samples_per_class": 100,
     "report_generation": True,
+    "amp": "off",
+    "time_limit_s": None,
 }
 
 
@@ -74,6 +100,31 @@ def demo_overrides(out: Path, settings: Mapping[str, Any], prior: str, subjects:
         "batch_size": settings["batch_size"],
         "num_workers": settings["num_workers"],
         "prior": prior,
+    }
+
+
+def vqvae_architecture(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``BrainVQVAE`` arguments that demo settings choose (the rest come from the bundle config).
+
+    Args:
+        settings: demo settings with ``vqvae_channels`` (per level), ``vqvae_res_layers`` and optionally
+            ``vqvae_strides`` (per level: 2 halves the size with a 4-wide kernel, 1 keeps it with a 3-wide kernel;
+            default 2 at every level).
+
+    Returns:
+        ``channels``, ``num_res_channels``, ``num_res_layers``, ``downsample_parameters``, ``upsample_parameters``.
+    """
+    channels = [int(c) for c in settings["vqvae_channels"]]
+    strides = [int(s) for s in settings.get("vqvae_strides") or [2] * len(channels)]
+    if len(strides) != len(channels) or any(s not in (1, 2) for s in strides):
+        raise BrainVQInputError("vqvae_strides", f"one stride (1 or 2) per level of {channels}, got {strides}")
+    kernels = [4 if s == 2 else 3 for s in strides]
+    return {
+        "channels": channels,
+        "num_res_channels": channels,
+        "num_res_layers": int(settings["vqvae_res_layers"]),
+        "downsample_parameters": [[s, k, 1, 1] for s, k in zip(strides, kernels)],
+        "upsample_parameters": [[s, k, 1, 1, 0] for s, k in zip(strides, kernels)],
     }
 
 
@@ -108,22 +159,69 @@ def run_bundle_config(config: str, overrides: Mapping[str, Any], bundle: str = "
     workflow.finalize()
 
 
+STAGES: tuple[str, ...] = ("vqvae", "prior", "evaluate", "sample", "report")
+
+
+def demo_precision(amp: str | bool) -> dict[str, Any]:
+    """Decides the demo's precision: bf16 autocast where the CPU has bf16 units (or a GPU is used), else float32.
+
+    Args:
+        amp: ``"auto"`` (detect), ``True``/``"on"`` (bf16 autocast) or ``False``/``"off"`` (float32).
+
+    Returns:
+        ``{"amp": bool, "requested": ..., "cpu_bf16_units": {...}, "cuda": bool}`` (recorded in ``run_config.json``).
+    """
+    import torch
+
+    from brainvq_monai.utils.environment import cpu_bf16_units
+
+    units = cpu_bf16_units()
+    cuda = torch.cuda.is_available()
+    if isinstance(amp, bool):
+        use = amp
+    elif str(amp).lower() in ("auto",):
+        use = cuda or bool(units["usable"])
+    elif str(amp).lower() in ("on", "true", "bf16"):
+        use = True
+    elif str(amp).lower() in ("off", "false", "fp32", "float32"):
+        use = False
+    else:
+        raise BrainVQInputError("amp", f"must be 'auto', 'on' or 'off', got {amp!r}")
+    return {"amp": use, "requested": amp, "cpu_bf16_units": units, "cuda": cuda}
+
+
+def _stage_budget(own: float | None, share: float, deadline: float | None) -> float | None:
+    """A training stage's time budget: its own setting, cut to ``share`` of what is left before ``deadline``."""
+    if deadline is None:
+        return own
+    left = max(deadline - time.time(), 1.0)
+    return min(own, share * left) if own else share * left
+
+
 def run_demo(
     out: str | os.PathLike,
-    subjects: int = 20,
+    subjects: int | None = None,
     seed: int = 0,
     prior: str = "transformer",
     settings: Mapping[str, Any] | None = None,
+    stages: Sequence[str] = STAGES,
 ) -> dict[str, Any]:
     """Runs the whole pipeline on the demo cohort and returns where everything is.
+
+    Each training stage stops at its epoch count or its time budget (``vqvae_budget_s``, ``prior_budget_s``),
+    whichever comes first; ``time_limit_s`` bounds the whole run: the stages' budgets shrink to fit what is left of
+    it (a slow CPU trains fewer epochs rather than overrunning; the epochs actually trained are in the TensorBoard
+    logs and the report).
 
     Args:
         out: output folder (created); the cohort goes to ``out/data``, checkpoints to ``out/models``,
             TensorBoard logs to ``out/tensorboard``, ``metrics.json`` and ``samples/`` to ``out``.
-        subjects: demo cohort size.
+        subjects: demo cohort size (default: ``DEMO_SETTINGS["subjects"]``).
         seed: seed of everything.
         prior: ``"transformer"`` or ``"pixelcnn"``.
         settings: overrides of :data:`DEMO_SETTINGS`.
+        stages: the stages to run, in order, from :data:`STAGES`; later stages read what earlier runs wrote to
+            ``out`` (e.g. ``("sample", "report")`` re-samples trained models with other sampling settings).
 
     Returns:
         a summary: paths, metrics and timings; the run ends with ``report.md`` (figures, metric tables and
@@ -131,53 +229,87 @@ def run_demo(
     """
     if prior not in ("transformer", "pixelcnn"):
         raise BrainVQInputError("prior", f"must be 'transformer' or 'pixelcnn', got {prior!r}")
-    validate_demo_settings(subjects, seed, 1)
+    unknown = [st for st in stages if st not in STAGES]
+    if unknown or not stages:
+        raise BrainVQInputError("stages", f"must be some of {', '.join(STAGES)}, got {list(stages)}")
     s = {**DEMO_SETTINGS, **(settings or {})}
+    subjects = int(s["subjects"] if subjects is None else subjects)
+    validate_demo_settings(subjects, seed, 1)
+    t0 = time.time()
+    deadline = t0 + float(s["time_limit_s"]) if s.get("time_limit_s") else None
     out_path = Path(os.path.abspath(os.fspath(out)))
     out_path.mkdir(parents=True, exist_ok=True)
-    common = demo_overrides(out_path, s, prior, subjects, seed)
+    precision = demo_precision(s["amp"])
+    common = {**demo_overrides(out_path, s, prior, subjects, seed), "amp": precision["amp"]}
     # what rebuilding the networks needs (brainvq_monai.apps.run_loader.load_run), written before training starts
-    write_run_config(out_path, run_config_from_settings(s, prior, subjects=subjects, seed=seed))
-    arch = {
-        "channels": s["vqvae_channels"],
-        "num_res_channels": s["vqvae_channels"],
-        "num_res_layers": s["vqvae_res_layers"],
-    }
+    if "vqvae" in stages:
+        config = run_config_from_settings(s, prior, subjects=subjects, seed=seed)
+        write_run_config(out_path, {**config, "precision": precision})
+    arch = vqvae_architecture(s)
     base = {**common, **_prefixed("vqvae_def", arch)}
     prior_args = {f"network_def#{prior}": s[prior]}
-    steps = [
-        (
+    steps: dict[str, tuple[str, str, Any]] = {
+        "vqvae": (
             "train the VQ-VAE",
             "train_vqvae.json",
-            {
+            lambda: {
                 **common,
                 **_prefixed("network_def", arch),
                 "train#trainer#max_epochs": s["vqvae_epochs"],
+                "time_budget_s": _stage_budget(s["vqvae_budget_s"], 0.45, deadline),
                 "learning_rate": s["learning_rate_vqvae"],
+                "l1_weight": s["l1_weight"],
+                "ssim_weight": s["ssim_weight"],
+                "perceptual_weight": s["perceptual_weight"],
+                "adversarial_weight": s["adversarial_weight"],
+                "adversarial_start": s["adversarial_start"],
             },
         ),
-        (
+        "prior": (
             f"train the {prior} prior on cached codes",
             "train_prior.json",
-            {
+            lambda: {
                 **base,
                 **prior_args,
                 "train#trainer#max_epochs": s["prior_epochs"],
+                "time_budget_s": _stage_budget(s["prior_budget_s"], 0.75, deadline),
                 "val_interval": s["prior_val_interval"],
                 "learning_rate": s["learning_rate_prior"],
+                "optimizer#weight_decay": s["prior_weight_decay"],
             },
         ),
-        ("evaluate on the test split", "evaluate.json", {**base, f"prior_def#{prior}": s[prior]}),
-        ("sample new brains", "inference.json", {**base, **prior_args, "num_samples": s["num_samples"]}),
-    ]
+        "evaluate": (
+            "evaluate on the test split",
+            "evaluate.json",
+            lambda: {**base, f"prior_def#{prior}": s[prior]},
+        ),
+        "sample": (
+            "sample new brains",
+            "inference.json",
+            lambda: {
+                **base,
+                **prior_args,
+                "num_samples": s["num_samples"],
+                "temperature": s["temperature"],
+                "top_k": s["top_k"],
+                "top_p": s["top_p"],
+            },
+        ),
+    }
     timings: dict[str, float] = {}
-    t0 = time.time()
-    total = len(steps) + 1  # + the report
-    _say(f"[0/{total}] demo cohort and datalist under {out_path / 'data'} (created on first use)")
-    for i, (what, config, overrides) in enumerate(steps, 1):
+    total = len(stages)
+    if "vqvae" in stages:
+        _say(f"[0/{total}] demo cohort under {out_path / 'data'}")
+        start = time.time()
+        _ensure_cohort(out_path / "data", subjects, seed, int(s["slices_per_subject"]), int(s["slice_spacing"]))
+        timings["cohort"] = round(time.time() - start, 1)
+    if precision["amp"]:
+        _say("bf16 autocast on: this CPU has bf16 units (amp='auto'; --amp off for float32)")
+    for i, stage in enumerate((st for st in stages if st != "report"), 1):
+        what, config, overrides = steps[stage]
         _say(f"[{i}/{total}] {what} ({config})")
         start = time.time()
-        run_bundle_config(config, overrides)
+        run_bundle_config(config, overrides())
         timings[config] = round(time.time() - start, 1)
     metrics_file = out_path / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
@@ -189,15 +321,29 @@ def run_demo(
         "run_config": str(out_path / "run_config.json"),
         "metrics": str(metrics_file),
         "samples": str(out_path / "samples"),
+        "precision": precision,
         "seconds": {**timings, "total": round(time.time() - t0, 1)},
         "results": metrics,
     }
     (out_path / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if "report" not in stages:
+        return summary
+    from brainvq_monai.apps.generation_eval import run_generation_eval
     from brainvq_monai.apps.report import make_report
 
     _say(f"[{total}/{total}] generation metrics and report (report.md)")
     start = time.time()
-    summary["report"] = str(make_report(out_path, generation=bool(s["report_generation"])))
+    if s["report_generation"]:
+        run_generation_eval(
+            out_path,
+            num_samples_per_class=int(s["eval_samples_per_class"]),
+            seed=seed,
+            temperature=float(s["temperature"]),
+            top_k=s["top_k"],
+            top_p=s["top_p"],
+        )
+        summary["seconds"]["generation_metrics"] = round(time.time() - start, 1)
+    summary["report"] = str(make_report(out_path, generation=False))
     summary["seconds"]["report"] = round(time.time() - start, 1)
     summary["seconds"]["total"] = round(time.time() - t0, 1)
     generation_file = out_path / "generation_metrics.json"
@@ -205,6 +351,27 @@ def run_demo(
         summary["generation_metrics"] = str(generation_file)
     (out_path / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _ensure_cohort(data: Path, subjects: int, seed: int, slices: int, spacing: int) -> None:
+    """Makes the demo cohort in ``data`` unless the same cohort is already there (then it is reused)."""
+    from brainvq_monai.data.demo import make_demo_cohort
+
+    marker = data / "demo_cohort.json"
+    if marker.is_file():
+        try:
+            meta = json.loads(marker.read_text())
+        except json.JSONDecodeError:
+            meta = {}
+        wanted = {"subjects": subjects, "seed": seed, "slices_per_subject": slices, "slice_spacing": spacing}
+        if meta.get("complete") and all(
+            meta.get(k, 1 if k == "slice_spacing" else None) == v for k, v in wanted.items()
+        ):
+            return
+    make_demo_cohort(data, subjects=subjects, seed=seed, slices_per_subject=slices, slice_spacing=spacing)
+    stale = data.parent / "datalist_adni.json"
+    if stale.is_file():
+        stale.unlink()
 
 
 def _say(msg: str) -> None:

@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import torch
 
 from brainvq_monai.metrics.generation import (
     bootstrap_ci,
+    classification_accuracy,
     evaluate_generation,
     format_generation_table,
     masked_ssim_psnr,
@@ -40,6 +42,7 @@ __all__ = [
     "FEATURE_NET_FILE",
     "slice_positions",
     "ensure_feature_net",
+    "realism_c2st",
     "sample_run",
     "reconstruction_metrics",
     "run_generation_eval",
@@ -80,7 +83,7 @@ def _relative_items(items: list[dict[str, Any]], root: str | None) -> list[dict[
 
 
 def ensure_feature_net(
-    run: Any, seed: int = 0, epochs: int = 30, retrain: bool = False, verbose: bool = True
+    run: Any, seed: int = 0, epochs: int = 60, retrain: bool = False, verbose: bool = True
 ) -> tuple[BrainFeatureNet, dict[str, Any]]:
     """Loads ``run_dir/models/feature_net.pt`` when its version and training-data hash match, else trains and saves it.
 
@@ -145,8 +148,123 @@ def _feature_net_check(net: BrainFeatureNet, run: Any, images: torch.Tensor, lab
     return out
 
 
+def _class_logits(net: BrainFeatureNet, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([net(images[s : s + batch_size])[0] for s in range(0, len(images), batch_size)])
+
+
+def class_fidelity(
+    net: BrainFeatureNet,
+    run: Any,
+    test_images: torch.Tensor,
+    test_labels: torch.Tensor | None,
+    samples: torch.Tensor,
+    sample_labels: torch.Tensor | None,
+    seed: int = 0,
+) -> dict[str, Any] | None:
+    """Does a conditional sample look like its class? The feature net's class head scores real and generated images.
+
+    Its accuracy on the real test slices (unseen subjects; CI resampled by subject) says how well the classifier
+    separates the classes at all; its accuracy on the conditional samples (against the class they were drawn for)
+    says how much of that the prior reproduces. A faithful prior gives about the same accuracy on both.
+
+    Args:
+        net: the trained feature net (class head over the run's classes).
+        run: :class:`~brainvq_monai.apps.run_loader.RunArtifacts`.
+        test_images: ``(N, 1, *spatial)`` real test images.
+        test_labels: their classes.
+        samples: ``(M, 1, *spatial)`` samples.
+        sample_labels: the classes they were drawn for.
+        seed: bootstrap seed.
+
+    Returns:
+        ``{"real_test", "samples", "gap"}`` (see :func:`~brainvq_monai.metrics.generation.classification_accuracy`),
+        or ``None`` for an unconditional prior or a feature net without the run's class head.
+    """
+    if not run.conditional or test_labels is None or sample_labels is None:
+        return None
+    if net.num_classes != len(run.class_names):
+        return None
+    subjects = [str(it.get("subject", i)) for i, it in enumerate(run.items("test"))]
+    real = classification_accuracy(_class_logits(net, test_images), test_labels, subjects, run.class_names, seed)
+    gen = classification_accuracy(_class_logits(net, samples), sample_labels, None, run.class_names, seed)
+    return {
+        "classifier": "class head of the in-house feature net (trained on the training split only)",
+        "real_test": real,
+        "samples": gen,
+        "gap": real["accuracy"] - gen["accuracy"],
+    }
+
+
+def realism_c2st(
+    samples: torch.Tensor,
+    sample_labels: torch.Tensor | None,
+    train_images: torch.Tensor,
+    test_images: torch.Tensor,
+    heldout_images: torch.Tensor | None,
+    heldout_subjects: Sequence[str] | None = None,
+    seed: int = 0,
+    epochs: int = 15,
+) -> dict[str, Any]:
+    """Classifier two-sample test of the samples, and the same test of real held-out images (the floor).
+
+    The samples are split in two halves (alternating, so classes stay balanced): a fresh small CNN learns to tell
+    training images from the first half and is scored (ROC AUC) on test images against the second half. The floor
+    runs the same procedure with real held-out (validation) images in place of the samples: what "indistinguishable"
+    looks like at these sample sizes. The held-out images are split by subject (half the subjects to fit, the other
+    half to score): slices of one subject in both halves would let the classifier recognise the subject.
+
+    Args:
+        samples: ``(M, 1, *spatial)`` generated images.
+        sample_labels: their classes (unused but for ordering), or ``None``.
+        train_images: real images to fit on.
+        test_images: real images to score on.
+        heldout_images: real images in neither set (the floor), or ``None``.
+        heldout_subjects: their subject ids (one per image), for the split; ``None``: alternate images.
+        seed: seed.
+        epochs: training epochs of each classifier.
+
+    Returns:
+        ``{"generated": {...}, "real_floor": {...} or None}`` (see
+        :func:`~brainvq_monai.metrics.two_sample.classifier_two_sample_test`).
+    """
+    from brainvq_monai.metrics.two_sample import classifier_two_sample_test
+
+    def make() -> BrainFeatureNet:
+        return BrainFeatureNet(samples.dim() - 2, samples.shape[1], num_classes=2, feature_dim=64)
+
+    order = torch.argsort(sample_labels, stable=True) if sample_labels is not None else torch.arange(len(samples))
+    ordered = samples[order]
+    out: dict[str, Any] = {
+        "generated": classifier_two_sample_test(
+            train_images, ordered[0::2], test_images, ordered[1::2], make, epochs=epochs, seed=seed
+        ),
+        "real_floor": None,
+        "what": "ROC AUC of a CNN telling real from generated on held-out images; 0.5 = indistinguishable",
+    }
+    if heldout_images is not None and len(heldout_images) >= 4:
+        if heldout_subjects is not None and len(set(heldout_subjects)) >= 2:
+            ids = sorted(set(heldout_subjects))
+            first = {s for i, s in enumerate(ids) if i % 2 == 0}
+            in_first = torch.tensor([s in first for s in heldout_subjects])
+            fit, score = heldout_images[in_first], heldout_images[~in_first]
+        else:
+            fit, score = heldout_images[0::2], heldout_images[1::2]
+        out["real_floor"] = classifier_two_sample_test(
+            train_images, fit, test_images, score, make, epochs=epochs, seed=seed
+        )
+        out["real_floor"]["split"] = "by subject" if heldout_subjects is not None else "alternate images"
+    return out
+
+
 def sample_run(
-    run: Any, num_samples_per_class: int, seed: int = 0, temperature: float = 1.0, batch_size: int = 64
+    run: Any,
+    num_samples_per_class: int,
+    seed: int = 0,
+    temperature: float = 1.0,
+    batch_size: int = 64,
+    top_k: int | None = None,
+    top_p: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Samples the run's prior: ``num_samples_per_class`` per class (or in total when unconditional).
 
@@ -156,6 +274,8 @@ def sample_run(
         seed: sampling seed (one generator for all batches).
         temperature: sampling temperature.
         batch_size: samples drawn at once.
+        top_k: optional top-k truncation.
+        top_p: optional nucleus truncation.
 
     Returns:
         ``(images (M, 1, *spatial) clamped to [0, 1] on the CPU, labels (M,) or None)``.
@@ -175,7 +295,7 @@ def sample_run(
             n = min(batch_size, num_samples_per_class - done)
             lab = None if c is None else torch.full((n,), c, dtype=torch.long, device=device)
             x = inferer.sample(
-                run.vqvae, run.prior, n, run.latent_shape, lab, temperature, generator=gen, verbose=False
+                run.vqvae, run.prior, n, run.latent_shape, lab, temperature, top_k, gen, verbose=False, top_p=top_p
             )
             images.append(x.clamp(0, 1).cpu())
             labels.append(torch.full((n,), -1 if c is None else c, dtype=torch.long))
@@ -231,11 +351,13 @@ def run_generation_eval(
     num_samples_per_class: int = 100,
     seed: int = 0,
     temperature: float = 1.0,
-    feature_epochs: int = 30,
+    feature_epochs: int = 60,
     num_bootstrap: int = 500,
     retrain_feature_net: bool = False,
     write: bool = True,
     verbose: bool = True,
+    top_k: int | None = None,
+    top_p: float | None = None,
 ) -> dict[str, Any]:
     """Evaluates a run folder's generations offline and writes ``run_dir/generation_metrics.json``.
 
@@ -249,6 +371,8 @@ def run_generation_eval(
         retrain_feature_net: ignore a saved feature net.
         write: write ``generation_metrics.json``.
         verbose: print progress and the summary table to stderr.
+        top_k: optional top-k truncation of the sampling.
+        top_p: optional nucleus truncation of the sampling.
 
     Returns:
         the metrics dict (also written to the JSON file).
@@ -260,12 +384,14 @@ def run_generation_eval(
     run = load_run(run_dir)
     train_x, train_y = run.load_images("training")
     test_x, test_y = run.load_images("test")
+    has_val = bool(run.datalist.get("validation"))
+    val_x, val_y = run.load_images("validation") if has_val else (None, None)
     t_load = time.time()
     net, net_info = ensure_feature_net(run, seed=seed, epochs=feature_epochs, verbose=verbose)
     net_info["test_check"] = _feature_net_check(net, run, test_x, test_y)
     t_feat = time.time()
     _say(f"sampling {num_samples_per_class} per class from the {run.prior_name} prior (seed {seed})", verbose)
-    samples, sample_y = sample_run(run, num_samples_per_class, seed, temperature)
+    samples, sample_y = sample_run(run, num_samples_per_class, seed, temperature, top_k=top_k, top_p=top_p)
     t_sample = time.time()
     if not run.conditional:
         train_y_eval = test_y_eval = None
@@ -282,8 +408,14 @@ def run_generation_eval(
         train_y_eval,
         seed=seed,
         class_names=run.class_names,
+        real_heldout=val_x,
+        heldout_labels=val_y if run.conditional else None,
         num_bootstrap=num_bootstrap,
     )
+    fidelity = class_fidelity(net, run, test_x, test_y, samples, sample_y, seed)
+    _say("classifier two-sample test (real vs generated)", verbose)
+    val_subjects = [str(it.get("subject", i)) for i, it in enumerate(run.items("validation"))] if has_val else None
+    c2st = realism_c2st(samples, sample_y, train_x, test_x, val_x, val_subjects, seed)
     t_metrics = time.time()
     recon = reconstruction_metrics(run, test_x, test_y, seed)
     result = {
@@ -296,11 +428,15 @@ def run_generation_eval(
             "num_samples_per_class": num_samples_per_class,
             "num_samples": len(samples),
             "temperature": temperature,
+            "top_k": top_k,
+            "top_p": top_p,
             "seed": seed,
             "seconds": round(t_sample - t_feat, 2),
         },
         "feature_net": {k: v for k, v in net_info.items() if k != "config"},
         "generation": generation,
+        "class_fidelity": fidelity,
+        "c2st": c2st,
         "reconstruction": recon,
         "seconds": {
             "load": round(t_load - t0, 2),
@@ -342,6 +478,24 @@ def format_summary(result: dict[str, Any]) -> str:
     ]
     for group in result["generation"]["groups"]:
         parts += [format_generation_table(result["generation"], group), ""]
+    c2st = result.get("c2st")
+    if c2st:
+        floor = c2st.get("real_floor") or {}
+        parts += [
+            f"Two-sample test ({c2st['what']}): samples AUC {c2st['generated']['auc']:.3f}, real held-out images "
+            f"AUC {floor.get('auc', float('nan')):.3f} ({c2st['generated']['num_eval']} held-out images scored)",
+            "",
+        ]
+    fidelity = result.get("class_fidelity")
+    if fidelity:
+        real, gen = fidelity["real_test"], fidelity["samples"]
+        parts += [
+            f"Class fidelity ({fidelity['classifier']}): accuracy on real test slices {real['accuracy']:.3f} "
+            f"[{real['ci'][0]:.3f}, {real['ci'][1]:.3f}] ({real['num_images']} slices of {real['num_clusters']} "
+            f"subjects); on conditional samples {gen['accuracy']:.3f} [{gen['ci'][0]:.3f}, {gen['ci'][1]:.3f}] "
+            f"({gen['num_images']} samples); gap {fidelity['gap']:+.3f}",
+            "",
+        ]
     parts += [
         "Reconstruction on the test split (brain mask vs whole image):",
         "",

@@ -55,14 +55,14 @@ def run_config_from_settings(
     Returns:
         the JSON-able config (checkpoint and datalist paths relative to the run folder).
     """
+    from brainvq_monai.apps.demo import vqvae_architecture
+
     vq = _bundle_vqvae_def(bundle)
     vq.pop("_target_", None)
     vq.update(
         num_embeddings=int(settings["num_embeddings"]),
         embedding_dim=int(settings["embedding_dim"]),
-        channels=list(settings["vqvae_channels"]),
-        num_res_channels=list(settings["vqvae_channels"]),
-        num_res_layers=int(settings["vqvae_res_layers"]),
+        **vqvae_architecture(settings),
     )
     spatial_size = [int(s) for s in settings["spatial_size"]]
     return {

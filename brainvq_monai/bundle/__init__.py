@@ -6,6 +6,7 @@ from .utils import (
     ensure_datalist,
     latent_shape_of,
     load_network,
+    perceptual_network,
     training_prepare_batch,
 )
 
@@ -16,6 +17,7 @@ __all__ = [
     "generate_samples",
     "latent_shape_of",
     "load_network",
+    "perceptual_network",
     "reference_affine",
     "save_anomaly_outputs",
     "training_prepare_batch",

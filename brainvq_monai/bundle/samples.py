@@ -49,6 +49,7 @@ def generate_samples(
     class_names: Mapping[str, str] | None = None,
     affine: np.ndarray | None = None,
     batch_size: int = 16,
+    top_p: float | None = None,
 ) -> list[Path]:
     """Samples the prior, decodes with the VQ-VAE and writes one file per sample under ``output_dir``.
 
@@ -69,6 +70,7 @@ def generate_samples(
         class_names: ``{"0": "NC", "1": "AD"}`` names used in file names.
         affine: voxel-to-world affine of generated volumes.
         batch_size: samples drawn at once.
+        top_p: optional nucleus truncation.
 
     Returns:
         the written image paths.
@@ -98,7 +100,16 @@ def generate_samples(
             n = min(batch_size, num_samples - done)
             labels = None if c is None else torch.full((n,), c, dtype=torch.long)
             images = inferer.sample(
-                vqvae, prior, n, latent_shape, labels, temperature, top_k, generator=generator, verbose=False
+                vqvae,
+                prior,
+                n,
+                latent_shape,
+                labels,
+                temperature,
+                top_k,
+                generator=generator,
+                verbose=False,
+                top_p=top_p,
             )
             for j, img in enumerate(images):
                 written.append(save_image(img.clamp(0, 1), out / f"sample_{tag}_{done + j:04d}{suffix}", affine))
@@ -109,6 +120,7 @@ def generate_samples(
         "class_label": class_label,
         "temperature": temperature,
         "top_k": top_k,
+        "top_p": top_p,
         "seed": seed,
         "files": [p.name for p in written],
     }

@@ -20,6 +20,7 @@ __all__ = [
     "load_network",
     "encode_codes",
     "latent_shape_of",
+    "perceptual_network",
     "training_prepare_batch",
 ]
 
@@ -220,6 +221,57 @@ def encode_codes(
     key_file.write_text(key + "\n")
     logger.info(f"encoded {len(encoded['codes'])} images into codes {tuple(encoded['codes'].shape[1:])} -> {cache}")
     return CodesDataset(encoded)
+
+
+def perceptual_network(
+    items: Sequence[Mapping[str, Any]],
+    transform: Callable,
+    cache_file: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    epochs: int = 30,
+) -> torch.nn.Module:
+    """The frozen network of the VQ-VAE's perceptual loss, trained in-house on the training split (cached).
+
+    A :class:`~brainvq_monai.networks.nets.BrainFeatureNet` learns a self-supervised task (which flip was applied)
+    and to reconstruct the image from its features, on the training images only: no downloaded weights, and not the
+    evaluation's feature network (that one learns the class and the slice position, with another seed), so the
+    VQ-VAE is not trained against the network that scores it.
+
+    Args:
+        items: training datalist items.
+        transform: the deterministic preprocessing (validation transforms).
+        cache_file: where the trained network is kept; reused while the items, seed and epochs are unchanged.
+        device: device of the returned network.
+        seed: training seed (offset from the run seed: the evaluation's network uses the run seed).
+        epochs: training epochs.
+
+    Returns:
+        the network, frozen, in eval mode, on ``device``.
+    """
+    from brainvq_monai.networks.nets.feature_net import (
+        items_hash,
+        load_feature_net,
+        save_feature_net,
+        train_feature_net,
+    )
+
+    if not items:
+        raise BrainVQInputError(cache_file, "no training items for the perceptual network")
+    data_hash = items_hash(items, {"task": "perceptual", "seed": seed, "epochs": epochs})
+    path = Path(os.fspath(cache_file))
+    if path.is_file():
+        try:
+            return load_feature_net(path, data_hash, map_location=device)[0]
+        except BrainVQInputError as err:
+            logger.info(f"retraining the perceptual network ({err})")
+    images = torch.stack([torch.as_tensor(transform(dict(it))["image"]).float() for it in items])
+    logger.info(f"training the perceptual network on {len(images)} training images ({epochs} epochs)")
+    net, history = train_feature_net(
+        images, None, None, epochs=epochs, seed=seed + 1000, feature_dim=64, position_weight=0.0
+    )
+    save_feature_net(net, path, data_hash, {"task": "perceptual (flips + reconstruction)", **history})
+    return net.to(device)
 
 
 def latent_shape_of(vqvae: torch.nn.Module, spatial_size: Sequence[int]) -> tuple[int, ...]:

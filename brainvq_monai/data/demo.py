@@ -348,13 +348,14 @@ def _to_uint8(image: np.ndarray, white: float) -> np.ndarray:
     return np.clip(np.rint(image * (255.0 / white)), 0, 255).astype(np.uint8)
 
 
-def _slice_range(brain: np.ndarray, count: int) -> range:
-    """``count`` consecutive axial planes centred on the brain's axial extent."""
+def _slice_range(brain: np.ndarray, count: int, spacing: int = 1) -> range:
+    """``count`` axial planes ``spacing`` planes apart, centred on the brain's axial extent."""
     planes = np.flatnonzero(brain.any(axis=(0, 1)))
     nz = brain.shape[2]
+    span = (count - 1) * spacing + 1
     mid = (int(planes[0]) + int(planes[-1])) // 2 if planes.size else nz // 2
-    start = int(np.clip(mid - count // 2, 0, max(nz - count, 0)))
-    return range(start, start + count)
+    start = int(np.clip(mid - span // 2, 0, max(nz - span, 0)))
+    return range(start, start + span, spacing)
 
 
 def _write_subject(task: dict[str, Any]) -> dict[str, Any]:
@@ -378,7 +379,7 @@ def _write_subject(task: dict[str, Any]) -> dict[str, Any]:
 
     # 2D layouts: consecutive axial planes through the brain centre, radiological orientation, brain-filling crop
     brain = labels > 0
-    planes = _slice_range(brain, task["slices"])
+    planes = _slice_range(brain, task["slices"], task["slice_spacing"])
     white = float(np.percentile(image[brain], 99.5)) if brain.any() else 1.0
     sl_img = [_radiological(image[:, :, z]) for z in planes]
     sl_lab = [_radiological(labels[:, :, z]) for z in planes]
@@ -423,7 +424,7 @@ def _round_half_up(x: float) -> int:
     return int(np.floor(x + 0.5))
 
 
-def _plan(subjects: int, seed: int, slices: int, resolution: int, out_dir: Path) -> list[dict[str, Any]]:
+def _plan(subjects: int, seed: int, slices: int, spacing: int, resolution: int, out_dir: Path) -> list[dict[str, Any]]:
     """Groups, severities, ids and splits of every subject (all from the seed), plus one SeedSequence each."""
     plan_seq, *subject_seqs = np.random.SeedSequence(seed).spawn(subjects + 1)
     rng = np.random.default_rng(plan_seq)
@@ -467,6 +468,7 @@ def _plan(subjects: int, seed: int, slices: int, resolution: int, out_dir: Path)
             "adni_split": adni_split[i],
             "nifti_id": f"sub-{i + 1:0{width}d}",
             "slices": slices,
+            "slice_spacing": spacing,
             "resolution": resolution,
             "out_dir": str(out_dir),
         }
@@ -484,6 +486,7 @@ class DemoCohortSummary:
         subjects: number of subjects.
         seed: the seed.
         slices_per_subject: axial slices per subject in the 2D layouts.
+        slice_spacing: axial planes between consecutive slices.
         resolution_mm: voxel size of the template used.
         groups: subjects per group (``NC``, ``AD``).
         oasis: split -> group -> subjects, for the OASIS layout.
@@ -497,6 +500,7 @@ class DemoCohortSummary:
     subjects: int
     seed: int
     slices_per_subject: int
+    slice_spacing: int
     resolution_mm: int
     groups: Mapping[str, int]
     oasis: Mapping[str, Mapping[str, int]]
@@ -515,7 +519,8 @@ class DemoCohortSummary:
         return "\n".join(
             [
                 f"demo cohort: {self.subjects} synthetic subjects ({g['NC']} NC, {g['AD']} AD) from the MNI152 "
-                f"template at {self.resolution_mm} mm, seed {self.seed}, {self.slices_per_subject} axial slices each",
+                f"template at {self.resolution_mm} mm, seed {self.seed}, {self.slices_per_subject} axial slices each "
+                f"({self.slice_spacing * self.resolution_mm} mm apart)",
                 f"  OASIS {self.folders['oasis']}/keras_png_slices[_seg]_{{train,validate,test}}: "
                 f"{split_text(self.oasis)}; {self.files['oasis']} PNG slices + as many tissue maps",
                 f"  ADNI  {self.folders['adni']}/{{train,test}}/{{AD,NC}}: {split_text(self.adni)}; "
@@ -573,7 +578,7 @@ def _prepare_out_dir(out: Path) -> None:
         raise BrainVQInputError(out, f"cannot create the cohort folders ({err.strerror or err})") from None
 
 
-def validate_demo_settings(subjects: Any, seed: Any, slices: Any, workers: Any = None) -> None:
+def validate_demo_settings(subjects: Any, seed: Any, slices: Any, workers: Any = None, spacing: Any = 1) -> None:
     """Checks the demo cohort settings, raising a one-line :class:`BrainVQInputError` naming the bad one.
 
     Args:
@@ -581,6 +586,7 @@ def validate_demo_settings(subjects: Any, seed: Any, slices: Any, workers: Any =
         seed: non-negative integer seed.
         slices: axial slices per subject in the 2D layouts (1 or more).
         workers: worker processes (1 or more) or ``None``.
+        spacing: axial planes between consecutive slices (1 or more).
     """
 
     def is_int(v: Any) -> bool:
@@ -596,6 +602,8 @@ def validate_demo_settings(subjects: Any, seed: Any, slices: Any, workers: Any =
         raise BrainVQInputError("slices_per_subject", f"must be an integer >= 1, got {slices!r}")
     if workers is not None and (not is_int(workers) or workers < 1):
         raise BrainVQInputError("workers", f"must be an integer >= 1 or None, got {workers!r}")
+    if not is_int(spacing) or spacing < 1:
+        raise BrainVQInputError("slice_spacing", f"must be an integer >= 1 (axial planes), got {spacing!r}")
 
 
 def _readme(meta: dict[str, Any]) -> str:
@@ -615,7 +623,8 @@ def _readme(meta: dict[str, Any]) -> str:
         "ventricles) and thinner cortex / wider sulci (GM bordering CSF turned into CSF). NC subjects have severity 0.",
         "Tissue labels (background/CSF/GM/WM) come from the template's tissue maps and follow the same deformation.",
         "",
-        f"subjects: {meta['subjects']}   seed: {meta['seed']}   axial slices per subject: {meta['slices_per_subject']}",
+        f"subjects: {meta['subjects']}   seed: {meta['seed']}   axial slices per subject: {meta['slices_per_subject']}"
+        f" ({meta['slice_spacing']} mm apart)",
         "",
         "Layouts (same subjects in each, ids differ as in the public datasets):",
         "  OASIS  keras_png_slices_{train,validate,test}/case_<NNN>_slice_<k>.nii.png (256x256, 8-bit)",
@@ -642,6 +651,7 @@ def make_demo_cohort(
     seed: int = 0,
     slices_per_subject: int = 20,
     workers: int | None = None,
+    slice_spacing: int = 1,
 ) -> DemoCohortSummary:
     """Synthesises a demo cohort from nilearn's MNI152 template and writes it in the OASIS, ADNI and NIfTI layouts.
 
@@ -650,9 +660,10 @@ def make_demo_cohort(
             (its ``demo_cohort.json``), whose files are then replaced.
         subjects: number of subjects (>= 2); about half are ``AD`` (with atrophy), the rest ``NC``.
         seed: non-negative seed; the same seed gives the same cohort (groups, splits, image data).
-        slices_per_subject: consecutive axial slices per subject in the 2D layouts (>= 1, at most the number of
-            axial planes of the volume).
+        slices_per_subject: axial slices per subject in the 2D layouts (>= 1), centred on the brain.
         workers: worker processes (default ``min(2, os.cpu_count())``); the result does not depend on it.
+        slice_spacing: axial planes (mm at the template's 1 mm) between consecutive slices; 1 gives adjacent
+            planes, larger values cover more of the brain with as many slices. The slices must fit in the volume.
 
     Returns:
         a :class:`DemoCohortSummary` (``str()`` of it is a short human summary).
@@ -660,8 +671,13 @@ def make_demo_cohort(
     Raises:
         BrainVQInputError: a bad setting or an unusable ``out_dir``.
     """
-    validate_demo_settings(subjects, seed, slices_per_subject, workers)
-    subjects, seed, slices_per_subject = int(subjects), int(seed), int(slices_per_subject)
+    validate_demo_settings(subjects, seed, slices_per_subject, workers, slice_spacing)
+    subjects, seed, slices_per_subject, slice_spacing = (
+        int(subjects),
+        int(seed),
+        int(slices_per_subject),
+        int(slice_spacing),
+    )
     workers = int(workers) if workers is not None else min(2, os.cpu_count() or 1)
     workers = min(workers, subjects)
     resolution = DEMO_RESOLUTION_MM
@@ -671,13 +687,14 @@ def make_demo_cohort(
 
     template = _load_template(resolution)
     depth = template.t1.shape[2]
-    if slices_per_subject > depth:
+    if (slices_per_subject - 1) * slice_spacing + 1 > depth:
         raise BrainVQInputError(
             "slices_per_subject",
-            f"must be at most {depth} (axial planes of the {resolution} mm volume), got {slices_per_subject}",
+            f"{slices_per_subject} slices {slice_spacing} planes apart do not fit in the {depth} axial planes of the "
+            f"{resolution} mm volume",
         )
     _prepare_out_dir(out)
-    tasks = _plan(subjects, seed, slices_per_subject, resolution, out)
+    tasks = _plan(subjects, seed, slices_per_subject, slice_spacing, resolution, out)
     meta: dict[str, Any] = {
         "generator": _GENERATOR,
         "complete": False,
@@ -686,6 +703,7 @@ def make_demo_cohort(
         "subjects": subjects,
         "seed": seed,
         "slices_per_subject": slices_per_subject,
+        "slice_spacing": slice_spacing,
         "groups": {"NC": "normal control", "AD": "Alzheimer's disease (synthetic atrophy)"},
         "tissue_labels": TISSUE_LABELS,
         "seg_png_values": dict(zip(TISSUE_LABELS, SEG_PNG_VALUES)),
@@ -743,6 +761,7 @@ def make_demo_cohort(
         subjects=subjects,
         seed=seed,
         slices_per_subject=slices_per_subject,
+        slice_spacing=slice_spacing,
         resolution_mm=resolution,
         groups={g: sum(t["group"] == g for t in tasks) for g in GROUPS},
         oasis=count("oasis_split", OASIS_SPLITS),

@@ -1,3 +1,4 @@
+from .budget import TimeBudgetHandler, ValidationHandler
 from .metrics import MetricsJSONWriter, MultiScaleSSIMHandler, SSIMHandler, batch_item_names
 from .tensorboard import (
     CodebookTensorBoardHandler,
@@ -18,6 +19,8 @@ __all__ = [
     "PriorSampleGridHandler",
     "ReconstructionGridHandler",
     "SSIMHandler",
+    "TimeBudgetHandler",
+    "ValidationHandler",
     "batch_item_names",
     "summary_writer",
 ]

@@ -34,9 +34,15 @@ class _TensorBoardHandler:
 
     event = Events.EPOCH_COMPLETED
 
-    def __init__(self, summary_writer: SummaryWriter, step_transform: Callable[[Engine], int] = _epoch) -> None:
+    def __init__(
+        self, summary_writer: SummaryWriter, step_transform: Callable[[Engine], int] = _epoch, interval: int = 1
+    ) -> None:
+        if int(interval) < 1:
+            raise ValueError(f"interval: must be >= 1, got {interval}")
         self.writer = summary_writer
         self.step_transform = step_transform
+        self.interval = int(interval)
+        self._calls = 0
 
     def attach(self, engine: Engine) -> None:
         """Attaches the handler to ``engine``.
@@ -47,6 +53,9 @@ class _TensorBoardHandler:
         engine.add_event_handler(self.event, self)
 
     def __call__(self, engine: Engine) -> None:
+        self._calls += 1
+        if (self._calls - 1) % self.interval:  # the first event, then every ``interval``-th
+            return
         self._write(engine, int(self.step_transform(engine)))
         self.writer.flush()
 
@@ -108,6 +117,8 @@ class PriorSampleGridHandler(_TensorBoardHandler):
         class_names: names of the classes (rows, in label order), written once as a text note.
         tag: TensorBoard image tag.
         step_transform: engine -> global step.
+        interval: write at the first and then every ``interval``-th event (sampling a long code map takes
+            seconds on a CPU: with validation every epoch, a grid every epoch would cost more than the validation).
     """
 
     def __init__(
@@ -122,8 +133,9 @@ class PriorSampleGridHandler(_TensorBoardHandler):
         class_names: Sequence[str] | None = None,
         tag: str = "prior_samples",
         step_transform: Callable[[Engine], int] = _epoch,
+        interval: int = 1,
     ) -> None:
-        super().__init__(summary_writer, step_transform)
+        super().__init__(summary_writer, step_transform, interval)
         self.vqvae, self.prior = vqvae, prior
         self.latent_shape = tuple(latent_shape)
         self.samples_per_row = samples_per_row

@@ -146,6 +146,7 @@ class AutoregressivePriorInferer(Inferer):
         generator: torch.Generator | int | None = None,
         use_cache: bool = True,
         verbose: bool = False,
+        top_p: float | None = None,
     ) -> torch.Tensor:
         """Samples code maps (thin wrapper of :func:`brainvq_monai.inferers.sampling.sample_codes`, prior in eval).
 
@@ -159,6 +160,7 @@ class AutoregressivePriorInferer(Inferer):
             generator: a ``torch.Generator`` on the prior's device, or an int seed.
             use_cache: fast exact sampling with the prior's incremental decoder; ``False``: naive full passes.
             verbose: progress bar.
+            top_p: optional nucleus truncation.
 
         Returns:
             ``(num_samples, *latent_shape)`` long codes on the prior's device.
@@ -166,7 +168,9 @@ class AutoregressivePriorInferer(Inferer):
         shape = self._latent_shape(prior, latent_shape)
         gen = as_generator(generator, device_of(prior))
         with _eval_mode(prior):
-            return sample_codes(prior, num_samples, shape, class_labels, temperature, top_k, gen, use_cache, verbose)
+            return sample_codes(
+                prior, num_samples, shape, class_labels, temperature, top_k, gen, use_cache, verbose, top_p
+            )
 
     @torch.no_grad()
     def sample(
@@ -181,6 +185,7 @@ class AutoregressivePriorInferer(Inferer):
         generator: torch.Generator | int | None = None,
         use_cache: bool = True,
         verbose: bool = False,
+        top_p: float | None = None,
     ) -> torch.Tensor:
         """Samples images: :meth:`sample_codes` then ``vqvae.decode_samples``.
 
@@ -190,7 +195,7 @@ class AutoregressivePriorInferer(Inferer):
             ``(num_samples, C, *image)`` decoded images on the VQ-VAE's device.
         """
         codes = self.sample_codes(
-            prior, num_samples, latent_shape, class_labels, temperature, top_k, generator, use_cache, verbose
+            prior, num_samples, latent_shape, class_labels, temperature, top_k, generator, use_cache, verbose, top_p
         )
         with _eval_mode(vqvae):
             return vqvae.decode_samples(codes.to(device_of(vqvae)))

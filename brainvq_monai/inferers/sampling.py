@@ -17,6 +17,7 @@ def draw_tokens(
     temperature: float = 1.0,
     top_k: int | None = None,
     generator: torch.Generator | None = None,
+    top_p: float | None = None,
 ) -> torch.Tensor:
     """Draws one token per row of ``logits`` ``(B, K)``.
 
@@ -25,6 +26,8 @@ def draw_tokens(
         temperature: softmax temperature; ``0`` means greedy (argmax).
         top_k: keep only the ``top_k`` most likely tokens before sampling.
         generator: random generator, for reproducible draws.
+        top_p: nucleus sampling: keep the most likely tokens whose probabilities (after temperature and top-k) add
+            up to at least ``top_p`` (the most likely token is always kept); ``None`` or ``1``: no truncation.
 
     Returns:
         ``(B,)`` long tensor of token indices.
@@ -42,6 +45,12 @@ def draw_tokens(
         kth = torch.topk(logits, k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = F.softmax(logits, dim=-1)
+    if top_p is not None and top_p < 1:
+        if not 0 < top_p:
+            raise ValueError(f"top_p: must be in (0, 1], got {top_p}")
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        outside = sorted_probs.cumsum(-1) - sorted_probs >= top_p  # mass before a token already reaches top_p
+        probs = probs.scatter(-1, order, sorted_probs.masked_fill(outside, 0.0))
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
@@ -56,6 +65,7 @@ def sample_codes(
     generator: torch.Generator | None = None,
     use_cache: bool = True,
     verbose: bool = False,
+    top_p: float | None = None,
 ) -> torch.Tensor:
     """Samples ``num_samples`` code maps from ``prior``.
 
@@ -73,6 +83,7 @@ def sample_codes(
         generator: random generator for reproducible sampling; must live on the prior's device.
         use_cache: use the prior's incremental decoder (fast) instead of full forward passes.
         verbose: show a progress bar on stderr.
+        top_p: optional nucleus truncation (see :func:`draw_tokens`).
 
     Returns:
         ``(num_samples, *spatial_shape)`` long tensor of codes.
@@ -98,7 +109,7 @@ def sample_codes(
         else:
             full = prior(codes.view(num_samples, *spatial_shape), labels)
             logits = full.flatten(2)[:, :, order[t]]
-        codes[:, order[t]] = draw_tokens(logits, temperature, top_k, generator)
+        codes[:, order[t]] = draw_tokens(logits, temperature, top_k, generator, top_p)
     return codes.view(num_samples, *spatial_shape)
 
 

@@ -2,6 +2,8 @@ from .codebook import CodebookHistogram, CodebookPerplexity, CodesUsed, histogra
 from .generation import (
     bootstrap_ci,
     brain_mask,
+    classification_accuracy,
+    cluster_bootstrap_ci,
     evaluate_generation,
     extract_features,
     format_generation_table,
@@ -16,6 +18,7 @@ from .generation import (
 )
 from .nll import PriorNLL
 from .ssim import MS_SSIM_WEIGHTS, multiscale_ssim_metric
+from .two_sample import classifier_two_sample_test, roc_auc
 
 __all__ = [
     "CodebookHistogram",
@@ -25,6 +28,9 @@ __all__ = [
     "PriorNLL",
     "bootstrap_ci",
     "brain_mask",
+    "classification_accuracy",
+    "classifier_two_sample_test",
+    "cluster_bootstrap_ci",
     "evaluate_generation",
     "extract_features",
     "format_generation_table",
@@ -35,6 +41,7 @@ __all__ = [
     "nearest_neighbour_ssim",
     "pairwise_ms_ssim",
     "prdc",
+    "roc_auc",
     "ssim_map",
     "MS_SSIM_WEIGHTS",
     "multiscale_ssim_metric",

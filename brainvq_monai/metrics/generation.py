@@ -38,6 +38,8 @@ __all__ = [
     "brain_mask",
     "masked_ssim_psnr",
     "bootstrap_ci",
+    "cluster_bootstrap_ci",
+    "classification_accuracy",
     "extract_features",
     "evaluate_generation",
     "format_generation_table",
@@ -448,6 +450,81 @@ def bootstrap_ci(
     return float(np.quantile(stats, alpha / 2)), float(np.quantile(stats, 1 - alpha / 2))
 
 
+def cluster_bootstrap_ci(
+    values: Any, clusters: Sequence[Any] | None = None, num: int = 1000, alpha: float = 0.05, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap CI of a mean when items come in clusters (slices of one subject are not independent).
+
+    Whole clusters are resampled with replacement and the mean is taken over the items of the drawn clusters, so
+    the interval reflects how many *subjects* were seen, not how many slices. Without ``clusters`` this is
+    :func:`bootstrap_ci`.
+
+    Args:
+        values: ``(N,)`` per-item values (e.g. 1.0 for a correct classification).
+        clusters: ``N`` cluster ids (e.g. subject ids), or ``None``.
+        num: bootstrap replicates.
+        alpha: 1 - confidence level.
+        seed: seed.
+
+    Returns:
+        ``(low, high)``; ``(nan, nan)`` without items.
+    """
+    arr = np.asarray(torch.as_tensor(values).detach().cpu().double()).reshape(-1)
+    if arr.size == 0:
+        return float("nan"), float("nan")
+    if clusters is None:
+        return bootstrap_ci(arr, num=num, alpha=alpha, seed=seed)
+    if len(clusters) != arr.size:
+        raise BrainVQInputError("clusters", f"expected {arr.size} cluster ids, got {len(clusters)}")
+    ids = {c: i for i, c in enumerate(dict.fromkeys(clusters))}
+    index = np.asarray([ids[c] for c in clusters])
+    sums = np.bincount(index, weights=arr, minlength=len(ids))
+    counts = np.bincount(index, minlength=len(ids)).astype(np.float64)
+    draws = np.random.default_rng(int(seed)).integers(0, len(ids), size=(int(num), len(ids)))
+    stats = sums[draws].sum(1) / counts[draws].sum(1)
+    return float(np.quantile(stats, alpha / 2)), float(np.quantile(stats, 1 - alpha / 2))
+
+
+def classification_accuracy(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    clusters: Sequence[Any] | None = None,
+    class_names: Mapping[Any, str] | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Accuracy of class logits against labels, overall and per class, with (cluster) bootstrap 95% CIs.
+
+    Args:
+        logits: ``(N, num_classes)``.
+        labels: ``(N,)`` true (or conditioning) classes.
+        clusters: ``N`` subject ids for a subject-level CI (see :func:`cluster_bootstrap_ci`), or ``None``.
+        class_names: ``{class id: name}`` for the per-class entries.
+        seed: bootstrap seed.
+
+    Returns:
+        ``{"accuracy", "ci", "num_images", "num_clusters", "per_class": {name: {"accuracy", "ci", "num_images"}}}``.
+    """
+    labels = torch.as_tensor(labels).long().cpu()
+    correct = (torch.as_tensor(logits).argmax(1).cpu() == labels).double()
+    names = {int(k): v for k, v in (class_names or {}).items()}
+    per_class = {}
+    for c in sorted(set(labels.tolist())):
+        idx = torch.nonzero(labels == c).flatten()
+        sub = [clusters[i] for i in idx.tolist()] if clusters is not None else None
+        per_class[names.get(c, str(c))] = {
+            "accuracy": float(correct[idx].mean()),
+            "ci": list(cluster_bootstrap_ci(correct[idx], sub, seed=seed)),
+            "num_images": len(idx),
+        }
+    return {
+        "accuracy": float(correct.mean()) if len(correct) else float("nan"),
+        "ci": list(cluster_bootstrap_ci(correct, clusters, seed=seed)),
+        "num_images": len(correct),
+        "num_clusters": len(set(clusters)) if clusters is not None else None,
+        "per_class": per_class,
+    }
+
+
 def _bootstrap_many(
     groups: Sequence[torch.Tensor],
     statistic: Callable[..., Mapping[str, float]],
@@ -557,6 +634,8 @@ def evaluate_generation(
     train_labels: torch.Tensor | None = None,
     seed: int = 0,
     class_names: Mapping[Any, str] | None = None,
+    real_heldout: torch.Tensor | None = None,
+    heldout_labels: torch.Tensor | None = None,
     k: int = 5,
     max_pairs: int = 300,
     num_bootstrap: int = 500,
@@ -569,7 +648,11 @@ def evaluate_generation(
     metrics carry the same small-sample bias) as if they were samples. Diversity compares the samples' mean pairwise
     MS-SSIM with the test images' (the target; training images give the floor). Memorisation is the SSIM from each
     sample to its nearest training image, against the same for test images (``copy_fraction``: samples above the
-    largest test-image value). Groups: ``"all"`` plus one per class present in ``sample_labels`` and ``test_labels``.
+    largest test-image value). ``closer_to_train`` is the fraction of samples whose nearest training image is more
+    similar (SSIM) than their nearest test image, against the same fraction for real held-out images
+    (``real_heldout``, e.g. the validation split: seen by neither the networks nor the metric), which face the same
+    training and test sets and so the same set-size bias. Groups: ``"all"`` plus one per class present in
+    ``sample_labels`` and ``test_labels``.
 
     Args:
         samples: ``(M, C, *spatial)`` generated images in [0, 1].
@@ -581,6 +664,9 @@ def evaluate_generation(
         train_labels: ``(T,)`` training classes (per-class floors; memorisation always uses the whole training set).
         seed: seed of subsets, pairs and bootstrap.
         class_names: ``{class id: name}`` for group names.
+        real_heldout: ``(H, C, *spatial)`` real images in neither the training nor the test set (the reference of
+            ``closer_to_train``), or ``None`` to skip that row.
+        heldout_labels: ``(H,)`` their classes (per-class reference), or ``None``.
         k: PRDC neighbourhood size.
         max_pairs: pairs for the MS-SSIM diversity.
         num_bootstrap: bootstrap replicates (FID: this many, PRDC: at most 200; 0 disables the CIs).
@@ -608,10 +694,16 @@ def evaluate_generation(
     s_f, t_f, r_f = (extract_features(feature_net, x) for x in (s, t, r))
     nn_s, idx_s = nearest_neighbour_ssim(s, r, return_index=True)
     nn_t, idx_t = nearest_neighbour_ssim(t, r, return_index=True)
+    closer_s = nn_s > nearest_neighbour_ssim(s, t)
+    closer_h = hl = None
+    if real_heldout is not None:
+        h = _check_images(real_heldout, "real_heldout")
+        closer_h = nearest_neighbour_ssim(h, r) > nearest_neighbour_ssim(h, t)
+        hl = torch.as_tensor(heldout_labels).long() if heldout_labels is not None else None
     bins = np.linspace(0.0, 1.0, hist_bins + 1)
 
-    groups: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {
-        "all": (torch.arange(len(s)), torch.arange(len(t)), torch.arange(len(r)))
+    groups: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor, int | None]] = {
+        "all": (torch.arange(len(s)), torch.arange(len(t)), torch.arange(len(r)), None)
     }
     if sample_labels is not None and test_labels is not None:
         sl, tl = torch.as_tensor(sample_labels).long(), torch.as_tensor(test_labels).long()
@@ -623,10 +715,11 @@ def evaluate_generation(
                 torch.nonzero(sl == c).flatten(),
                 torch.nonzero(tl == c).flatten(),
                 ri,
+                c,
             )
 
     out_groups: dict[str, Any] = {}
-    for gi, (name, (si, ti, ri)) in enumerate(groups.items()):
+    for gi, (name, (si, ti, ri, cls)) in enumerate(groups.items()):
         gseed = int(seed) + gi
         n_floor = min(len(si), len(ri))
         fi = ri[torch.randperm(len(ri), generator=gen)[:n_floor]]
@@ -656,6 +749,18 @@ def evaluate_generation(
             generated_ci=list(bootstrap_ci(ns, seed=gseed)),
             real_floor_ci=list(bootstrap_ci(nt, seed=gseed)),
         )
+        if closer_h is not None:
+            hi = torch.arange(len(closer_h)) if hl is None or cls is None else torch.nonzero(hl == cls).flatten()
+            cs, ch = closer_s[si].double(), closer_h[hi].double()
+            rows["closer_to_train"] = _row(
+                "match real_heldout (higher = closer to copies)",
+                generated=float(cs.mean()),
+                real_heldout=float(ch.mean()) if len(ch) else float("nan"),
+                real_floor=float(ch.mean()) if len(ch) else float("nan"),
+                generated_ci=list(bootstrap_ci(cs, seed=gseed)),
+                real_floor_ci=list(bootstrap_ci(ch, seed=gseed)) if len(ch) > 1 else None,
+                num_heldout=len(ch),
+            )
         out_groups[name] = {
             "counts": {"samples": len(si), "real_test": len(ti), "real_train": len(ri), "real_floor_subset": n_floor},
             "metrics": rows,
@@ -728,6 +833,8 @@ def format_generation_table(result: Mapping[str, Any], group: str = "all") -> st
         better = row["better"]
         if name == "ms_ssim_diversity":
             better = f"match test ({_fmt(row['real_test'])})"
+        elif name == "closer_to_train":
+            better = "match the real held-out images (floor column); higher = closer to copies"
         lines.append(f"| {name} | {gval} | {gci_s} | {fval} | {fci_s} | {better} |")
     mem = g["memorisation"]
     lines.append("")

@@ -1,4 +1,4 @@
-from .environment import device_info, versions
+from .environment import cpu_bf16_units, device_info, versions
 from .errors import BrainVQError, BrainVQInputError
 from .tensors import as_generator, device_of, plain_tensor
 
@@ -6,6 +6,7 @@ __all__ = [
     "BrainVQError",
     "BrainVQInputError",
     "as_generator",
+    "cpu_bf16_units",
     "device_info",
     "device_of",
     "plain_tensor",

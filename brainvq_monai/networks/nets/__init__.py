@@ -1,3 +1,4 @@
+from .block_prior import BlockTransformerPrior
 from .causal_transformer import CausalTransformer
 from .export import PriorExportWrapper
 from .factory import PRIORS, build_prior
@@ -8,6 +9,7 @@ from .transformer_prior import TransformerPrior
 from .vqvae import BrainVQVAE, ReconstructionWrapper
 
 __all__ = [
+    "BlockTransformerPrior",
     "FEATURE_NET_VERSION",
     "BrainFeatureNet",
     "PRIORS",

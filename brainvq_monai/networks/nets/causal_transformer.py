@@ -59,6 +59,10 @@ class CausalTransformer(DecoderOnlyTransformer):
         use_checkpointing: activation checkpointing of every block in training with gradients enabled
             (``torch.utils.checkpoint.checkpoint(..., use_reentrant=False)``): activations of a block are recomputed
             in the backward pass instead of being kept, for roughly one extra forward of compute.
+        dropout_rate: residual dropout on each block's attention output and inside its MLP (training only; no
+            parameters, so checkpoints are unchanged). MONAI's transformer has no such dropout; ``to_monai`` drops it.
+        with_logits: whether ``to_logits`` projects to the vocabulary; ``False`` makes ``forward`` return hidden
+            states (for a transformer inside a prior with its own output head; not convertible to MONAI).
 
     Raises:
         BrainVQInputError: if ``with_cross_attention`` is set, or if the sizes are invalid.
@@ -76,6 +80,8 @@ class CausalTransformer(DecoderOnlyTransformer):
         include_fc: bool = True,
         use_combined_linear: bool = False,
         use_checkpointing: bool = False,
+        dropout_rate: float = 0.0,
+        with_logits: bool = True,
     ) -> None:
         if with_cross_attention:
             raise BrainVQInputError(
@@ -84,6 +90,10 @@ class CausalTransformer(DecoderOnlyTransformer):
         if attn_layers_heads < 1 or attn_layers_dim % attn_layers_heads != 0:
             raise BrainVQInputError(
                 "attn_layers_heads", f"attn_layers_dim={attn_layers_dim} must be divisible by {attn_layers_heads}"
+            )
+        if not 0.0 <= dropout_rate < 1.0 or not 0.0 <= embedding_dropout_rate < 1.0:
+            raise BrainVQInputError(
+                "dropout_rate", f"dropout rates must be in [0, 1), got {dropout_rate}, {embedding_dropout_rate}"
             )
         if min(num_tokens, max_seq_len) < 1 or attn_layers_depth < 0:
             raise BrainVQInputError(
@@ -102,13 +112,16 @@ class CausalTransformer(DecoderOnlyTransformer):
         self.include_fc = include_fc
         self.use_combined_linear = use_combined_linear
         self.use_checkpointing = use_checkpointing
+        self.dropout_rate = dropout_rate
 
         # same modules, same creation order (hence the same initial weights for the same seed) as MONAI's
         self.token_embeddings = nn.Embedding(num_tokens, attn_layers_dim)
         self.position_embeddings = AbsolutePositionalEmbedding(max_seq_len=max_seq_len, embedding_dim=attn_layers_dim)
         self.embedding_dropout = nn.Dropout(embedding_dropout_rate)
         self.blocks = nn.ModuleList([self._block() for _ in range(attn_layers_depth)])
-        self.to_logits = nn.Linear(attn_layers_dim, num_tokens)
+        # without logits (a transformer inside another prior, which has its own head): no unused parameters
+        self.to_logits = nn.Linear(attn_layers_dim, num_tokens) if with_logits else nn.Identity()
+        self.with_logits = with_logits
         self.register_load_state_dict_pre_hook(_drop_causal_masks)
 
     def _block(self) -> TransformerBlock:
@@ -130,19 +143,40 @@ class CausalTransformer(DecoderOnlyTransformer):
         # DistributedDataParallel does not wait for their gradients (MONAI's transformer fails under DDP there)
         block.norm_cross_attn.requires_grad_(False)
         block.attn.sequence_length = self.max_seq_len
+        if self.dropout_rate > 0:
+            # residual dropout (GPT-2 style) on the attention output and in the MLP; parameter-free, so the state dict
+            # keeps MONAI's layout. Not MONAI's ``dropout_rate``: its SABlock would also pass it to SDPA, which drops
+            # attention weights even in eval mode (MONAI 1.6.1).
+            block.attn.drop_output = nn.Dropout(self.dropout_rate)
+            block.mlp.drop1 = nn.Dropout(self.dropout_rate)
+            block.mlp.drop2 = nn.Dropout(self.dropout_rate)
         return block
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """Logits ``(B, L, num_tokens)`` for tokens ``x`` ``(B, L)``, ``L <= max_seq_len``; ``context`` is ignored
-        (as in MONAI's transformer without cross-attention)."""
-        tok_emb = self.token_embeddings(x)
-        pos_emb = self.position_embeddings(x)
-        h = self.embedding_dropout(tok_emb + pos_emb)
+        (as in MONAI's transformer without cross-attention). Without logits (``with_logits=False``): the hidden
+        states ``(B, L, attn_layers_dim)``."""
+        logits: torch.Tensor = self.to_logits(self.hidden_states(self.token_embeddings(x)))
+        return logits
+
+    def hidden_states(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """The last block's output ``(B, L, D)`` for input embeddings ``(B, L, D)`` (position embeddings are added).
+
+        ``forward`` is ``to_logits(hidden_states(token_embeddings(x)))``; priors whose inputs are sums of several
+        token embeddings (a block of codes) call this directly.
+
+        Args:
+            embeddings: ``(B, L, attn_layers_dim)``, ``L <= max_seq_len``.
+
+        Returns:
+            hidden states, before ``to_logits``.
+        """
+        pos_emb = self.position_embeddings.embedding.weight[: embeddings.shape[1]]
+        h = self.embedding_dropout(embeddings + pos_emb)
         use_ckpt = self.use_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.blocks:
             h = checkpoint(block, h, use_reentrant=False) if use_ckpt else block(h)
-        logits: torch.Tensor = self.to_logits(h)
-        return logits
+        return h
 
     @classmethod
     def from_monai(cls, transformer: DecoderOnlyTransformer, use_checkpointing: bool = False) -> CausalTransformer:
@@ -194,6 +228,8 @@ class CausalTransformer(DecoderOnlyTransformer):
         Returns:
             the MONAI transformer.
         """
+        if not self.with_logits:
+            raise BrainVQInputError("to_monai", "a CausalTransformer without logits has no MONAI equivalent")
         param = self.to_logits.weight
         with torch.device(param.device):
             out = DecoderOnlyTransformer(
@@ -214,4 +250,4 @@ class CausalTransformer(DecoderOnlyTransformer):
         return out.to(dtype=param.dtype).train(self.training)
 
     def extra_repr(self) -> str:
-        return f"max_seq_len={self.max_seq_len}, use_checkpointing={self.use_checkpointing}"
+        return f"max_seq_len={self.max_seq_len}, use_checkpointing={self.use_checkpointing}, dropout_rate={self.dropout_rate}"

@@ -11,6 +11,8 @@ from brainvq_monai.utils.errors import BrainVQInputError
 __all__ = ["PRIORS", "build_prior"]
 
 PRIORS = ("pixelcnn", "transformer")
+# TransformerPrior options that the block-factorised transformer (block_size > 1) does not have
+_PLAIN_TRANSFORMER_ONLY = ("ordering_type", "ordering_seed", "use_cuda_graph")
 
 
 def build_prior(
@@ -31,7 +33,10 @@ def build_prior(
         latent_shape: spatial shape of the code maps (the transformer's sequence length depends on it).
         num_classes: number of classes for conditioning, or ``None``/``0`` for an unconditional prior.
         pixelcnn: further arguments of :class:`GatedPixelCNN` (used when ``prior == "pixelcnn"``).
-        transformer: further arguments of :class:`TransformerPrior` (used when ``prior == "transformer"``).
+        transformer: further arguments of :class:`TransformerPrior` (used when ``prior == "transformer"``); with
+            ``block_size`` > 1 a :class:`BlockTransformerPrior` over ``block_size^D`` blocks of codes is built instead
+            (arguments ``block_size``, ``depth_layers`` and the shared transformer sizes), the choice for long code
+            maps (``block_size`` 1 or absent: the plain transformer; ``depth_layers`` is then ignored).
 
     Returns:
         the prior.
@@ -42,7 +47,19 @@ def build_prior(
 
         return GatedPixelCNN(spatial_dims, num_embeddings, num_classes, **dict(pixelcnn or {}))
     if prior == "transformer":
+        args = dict(transformer or {})
+        if int(args.get("block_size", 1)) > 1:
+            from brainvq_monai.networks.nets.block_prior import BlockTransformerPrior
+
+            unsupported = sorted(k for k in args if k in _PLAIN_TRANSFORMER_ONLY)
+            if unsupported:
+                raise BrainVQInputError(
+                    "transformer", f"{unsupported} are options of the plain transformer prior, not with block_size > 1"
+                )
+            return BlockTransformerPrior(spatial_dims, num_embeddings, latent_shape, num_classes, **args)
         from brainvq_monai.networks.nets.transformer_prior import TransformerPrior
 
-        return TransformerPrior(spatial_dims, num_embeddings, latent_shape, num_classes, **dict(transformer or {}))
+        args.pop("block_size", None)
+        args.pop("depth_layers", None)
+        return TransformerPrior(spatial_dims, num_embeddings, latent_shape, num_classes, **args)
     raise BrainVQInputError("prior", f"must be one of {', '.join(PRIORS)}, got {prior!r}")

@@ -74,7 +74,7 @@ class TransformerKVCacheDecoder(IncrementalDecoder):
                 "sequence_ordering",
                 f"{self.max_len} positions exceed transformer.max_seq_len={transformer.max_seq_len}",
             )
-        weight = transformer.to_logits.weight
+        weight = transformer.position_embeddings.embedding.weight
         self.device, self.dtype = weight.device, weight.dtype
         self.start_tokens = torch.as_tensor(start_tokens, device=self.device).long().reshape(-1)
         self.batch_size = self.start_tokens.shape[0]
@@ -114,13 +114,30 @@ class TransformerKVCacheDecoder(IncrementalDecoder):
         """
         tr = self.transformer
         pos_weight = tr.position_embeddings.embedding.weight
-        if t is not None:
-            pos_emb = pos_weight[t]
-            mask = None
-        else:
-            pos_emb = pos_weight.index_select(0, pos)
+        pos_emb = pos_weight[t] if t is not None else pos_weight.index_select(0, pos)
+        return tr.to_logits(self.hidden_step(tr.token_embeddings(token)[:, None, :] + pos_emb, t, pos))
+
+    def hidden_step(self, x: torch.Tensor, t: int | None, pos: torch.Tensor | None = None) -> torch.Tensor:
+        """The last hidden state ``(B, D)`` for one embedded input ``x`` ``(B, 1, D)`` at sequence position ``t``.
+
+        ``x`` is the sum of the token and position embeddings (before ``embedding_dropout``); the key/value rows of
+        every layer are written into the cache at ``t``. Priors whose inputs are not single tokens (e.g. a whole
+        block of codes, :class:`~brainvq_monai.networks.nets.block_prior.BlockTransformerPrior`) embed their own
+        inputs and use this for the transformer part.
+
+        Args:
+            x: embedded input ``(B, 1, D)``.
+            t: sequence position (eager mode), or ``None`` with ``pos`` (graph mode, see :meth:`_decode`).
+            pos: ``(1,)`` device tensor of the position in graph mode.
+
+        Returns:
+            the hidden state after the last block ``(B, D)`` (no ``to_logits``).
+        """
+        tr = self.transformer
+        mask = None
+        if t is None:
             mask = (torch.arange(self.max_len, device=self.device) <= pos).view(1, 1, 1, self.max_len)
-        x = tr.embedding_dropout(tr.token_embeddings(token)[:, None, :] + pos_emb)
+        x = tr.embedding_dropout(x)
         for block, (k_cache, v_cache) in zip(tr.blocks, self.caches):
             attn = block.attn
             q, k, v = self._qkv(attn, block.norm1(x))
@@ -145,7 +162,7 @@ class TransformerKVCacheDecoder(IncrementalDecoder):
                 o = attn.out_proj(o)
             x = x + attn.drop_output(o)
             x = x + block.mlp(block.norm2(x))
-        return tr.to_logits(x[:, 0])
+        return x[:, 0]
 
     # ------------------------------------------------------------------ CUDA graph
     def _capture(self) -> None:

@@ -90,6 +90,8 @@ class TransformerPrior(AutoregressivePrior):
             activations in the backward pass; for long 3D sequences).
         use_cuda_graph: default of :meth:`incremental_decoder`'s ``use_cuda_graph`` (a plain attribute, not saved;
             it is what :func:`brainvq_monai.inferers.sampling.sample_codes` gets on CUDA).
+        dropout_rate: residual dropout in every transformer block (see :class:`CausalTransformer`); a regulariser
+            for small cohorts, where the prior otherwise memorises the training code maps.
     """
 
     def __init__(
@@ -106,6 +108,7 @@ class TransformerPrior(AutoregressivePrior):
         ordering_seed: int | None = None,
         use_checkpointing: bool = False,
         use_cuda_graph: bool = False,
+        dropout_rate: float = 0.0,
     ) -> None:
         super().__init__(spatial_dims, num_embeddings, num_classes)
         self.use_cuda_graph = use_cuda_graph
@@ -127,6 +130,7 @@ class TransformerPrior(AutoregressivePrior):
             with_cross_attention=False,
             embedding_dropout_rate=embedding_dropout_rate,
             use_checkpointing=use_checkpointing,
+            dropout_rate=dropout_rate,
         )
 
     #: what ``torch.compile`` compiles (:func:`brainvq_monai.engines.utils.compile_network`): the transformer, not the
