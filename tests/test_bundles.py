@@ -337,9 +337,9 @@ def test_torchrun_gloo_two_ranks_identical_codebook(demo_cohort, tmp_path):
     )
     cfg = BUNDLES[2] / "configs"
 
-    def torchrun_two_ranks(config: str) -> None:
+    def torchrun_two_ranks(config: str, extra: dict | None = None) -> None:
         files = f"['{cfg / config}','{cfg / 'multi_gpu_train.json'}','{check}']"
-        over = {**tiny(2, config, tmp_path, demo_cohort), "batch_size": 4}
+        over = {**tiny(2, config, tmp_path, demo_cohort), "batch_size": 4, **(extra or {})}
         args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m"]
         args += ["monai.bundle", "run", "--config_file", files]
         for k, v in over.items():
@@ -368,7 +368,8 @@ def test_torchrun_gloo_two_ranks_identical_codebook(demo_cohort, tmp_path):
             }
         )
     )
-    torchrun_two_ranks("train_prior.json")
+    # two epochs under a time budget: the ranks agree on the (slowest rank's) elapsed time, so they cap alike
+    torchrun_two_ranks("train_prior.json", {"time_budget_s": 3600, "train#trainer#max_epochs": 2})
     p0 = torch.load(tmp_path / "models" / "prior_rank0.pt")
     p1 = torch.load(tmp_path / "models" / "prior_rank1.pt")
     assert p0.keys() == p1.keys() and all(torch.equal(p0[k], p1[k]) for k in p0)

@@ -11,7 +11,7 @@ from ignite.engine import Engine, Events
 
 from brainvq_monai.apps.ablation import AblationRow, cumulative_settings, render_ablation
 from brainvq_monai.apps.demo import demo_precision, vqvae_architecture
-from brainvq_monai.handlers import TimeBudgetHandler
+from brainvq_monai.handlers import TimeBudgetHandler, ValidationHandler
 from brainvq_monai.inferers.sampling import draw_tokens
 from brainvq_monai.losses import ReconstructionLoss
 from brainvq_monai.metrics import classification_accuracy, classifier_two_sample_test, cluster_bootstrap_ci, roc_auc
@@ -60,6 +60,26 @@ def test_no_budget_is_a_no_op_and_bad_budgets_are_named(monkeypatch):
         TimeBudgetHandler(-1)
     with pytest.raises(BrainVQInputError, match="time_budget_s"):
         TimeBudgetHandler("10")  # type: ignore[arg-type]
+    with pytest.raises(BrainVQInputError, match="time_budget_clock"):
+        TimeBudgetHandler(10, clock="cpu")
+
+
+def test_handlers_for_rank_keeps_training_decisions_and_drops_writers(tmp_path):
+    from ignite.handlers import ProgressBar
+    from monai.handlers import LrScheduleHandler, StatsHandler, TensorBoardStatsHandler
+
+    from brainvq_monai.handlers import LossTensorBoardHandler, NullSummaryWriter, handlers_for_rank
+
+    sched = torch.optim.lr_scheduler.StepLR(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1), 1)
+    budget = TimeBudgetHandler(10)
+    validate = ValidationHandler(interval=2, validator=None)
+    keep = [LrScheduleHandler(sched, print_lr=False), budget, validate]
+    writers = [StatsHandler(), TensorBoardStatsHandler(summary_writer=NullSummaryWriter()), ProgressBar(),
+               LossTensorBoardHandler(summary_writer=NullSummaryWriter())]  # fmt: skip
+    handlers = [keep[0], writers[0], budget, writers[1], validate, writers[2], writers[3]]
+    assert handlers_for_rank(handlers, rank=0) == handlers
+    assert handlers_for_rank(handlers, rank=1) == keep  # same order, whatever the positions
+    assert handlers_for_rank(handlers) == handlers  # no process group: rank 0
 
 
 # ------------------------------------------------------------------------------------------------ losses / sampling
@@ -218,7 +238,12 @@ def test_ablation_rows_accumulate_and_render():
         "epochs": {"vqvae": 10, "prior": 5},
         "reconstruction": {"ssim_brain": 0.9, "psnr_brain": 26.0, "codes_used": 60.0, "num_embeddings": 64},
         "prior": {"val_nll": {"min": 1.5, "min_epoch": 4, "final": 1.6}},
-        "generation": {"fid": 2.0, "fid_floor": 1.0, "fid_ratio": 2.0, "diversity": {"generated": 0.7, "real_test": 0.8}},
+        "generation": {
+            "fid": 2.0,
+            "fid_floor": 1.0,
+            "fid_ratio": 2.0,
+            "diversity": {"generated": 0.7, "real_test": 0.8},
+        },
         "c2st": {"auc": 0.7, "floor_auc": 0.5},
         "class_fidelity": {"samples_accuracy": 0.8, "real_test_accuracy": 0.85},
     }

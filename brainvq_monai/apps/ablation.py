@@ -83,9 +83,10 @@ ABLATION_BASE: dict[str, Any] = {
     "adversarial_weight": 0.0,
     "adversarial_start": 0,
     "vqvae_epochs": 1000,
-    "vqvae_budget_s": 90,
+    "vqvae_budget_s": 180,
     "prior_epochs": 1000,
-    "prior_budget_s": 90,
+    "prior_budget_s": 180,
+    "budget_clock": "process",
     "prior_val_interval": 10,
     "prior_weight_decay": 0.01,
     "learning_rate_vqvae": 0.002,
@@ -175,6 +176,12 @@ def _trained_base(rows: Sequence[AblationRow], index: int) -> str:
         prev = rows[keys.index(key)]
         key = prev.base if prev.base is not None else keys[keys.index(key) - 1]
     return key
+
+
+def _cohort_cache(out: Path, settings: Mapping[str, Any], seed: int) -> Path:
+    """Where the ablation keeps a copy of the demo cohort of these settings, for later rows with the same cohort."""
+    keys = ("subjects", "slices_per_subject", "slice_spacing")
+    return out / "_cohorts" / ("c" + "-".join(str(settings[k]) for k in keys) + f"-seed{seed}")
 
 
 def _settings_hash(settings: Mapping[str, Any], seed: int) -> str:
@@ -366,6 +373,9 @@ def run_ablation(
         if row.stage == "train":
             if run_dir.exists():
                 shutil.rmtree(run_dir)
+            cohort = _cohort_cache(out, s, seed)
+            if cohort.is_dir():  # the same synthetic cohort as an earlier row: copied, not made again
+                shutil.copytree(cohort, run_dir / "data")
             run_demo(run_dir, subjects=int(s["subjects"]), seed=seed, prior=prior, settings=demo_settings)
         else:
             _prepare_sampling_row(out / _trained_base(rows, i), run_dir)
@@ -373,6 +383,9 @@ def run_ablation(
                 run_dir, subjects=int(s["subjects"]), seed=seed, prior=prior, settings=demo_settings,
                 stages=("sample", "report"),
             )  # fmt: skip
+        if row.stage == "train" and not cohort.is_dir():
+            shutil.copytree(run_dir / "data", cohort.with_name(cohort.name + ".tmp"), dirs_exist_ok=True)
+            os.replace(cohort.with_name(cohort.name + ".tmp"), cohort)
         figures = collect_row(run_dir)
         figures["reconstruction"]["num_embeddings"] = s["num_embeddings"]
         record["rows"][row.key] = {

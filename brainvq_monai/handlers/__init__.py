@@ -7,7 +7,7 @@ from .tensorboard import (
     PriorSampleGridHandler,
     ReconstructionGridHandler,
 )
-from .writer import NullSummaryWriter, summary_writer
+from .writer import NullSummaryWriter, handlers_for_rank, summary_writer
 
 __all__ = [
     "CodebookTensorBoardHandler",
@@ -22,5 +22,6 @@ __all__ = [
     "TimeBudgetHandler",
     "ValidationHandler",
     "batch_item_names",
+    "handlers_for_rank",
     "summary_writer",
 ]

@@ -8,6 +8,8 @@ import math
 import time
 from typing import Any
 
+import torch
+import torch.distributed as dist
 from ignite.engine import Engine, Events
 from monai.handlers import ValidationHandler as MonaiValidationHandler
 from torch.optim.lr_scheduler import CosineAnnealingLR
@@ -34,18 +36,28 @@ class TimeBudgetHandler:
     are in ``engine.state.epoch`` at the end and in the log line written when the cap first applies.
 
     Args:
-        budget_s: wall-clock seconds for the whole run (from the engine's ``STARTED``); ``None`` or ``0``: no budget.
+        budget_s: seconds for the whole run (from the engine's ``STARTED``); ``None`` or ``0``: no budget.
         lr_scheduler: an epoch-level ``CosineAnnealingLR`` to re-target, or ``None``.
         min_epochs: never cap below this many epochs.
+        clock: ``"wall"`` (elapsed time: what a user waits for) or ``"process"`` (CPU time of this process, all
+            threads together: with N busy threads about N x wall time on a quiet machine, but unaffected by other
+            programs competing for the cores, so runs on a shared machine get the same compute; CPU only: GPU
+            work is not counted).
     """
 
-    def __init__(self, budget_s: float | None = None, lr_scheduler: Any = None, min_epochs: int = 1) -> None:
+    def __init__(
+        self, budget_s: float | None = None, lr_scheduler: Any = None, min_epochs: int = 1, clock: str = "wall"
+    ) -> None:
         if budget_s is not None and (not isinstance(budget_s, (int, float)) or isinstance(budget_s, bool)):
             raise BrainVQInputError("time_budget_s", f"must be a number of seconds or null, got {budget_s!r}")
         if budget_s is not None and budget_s < 0:
             raise BrainVQInputError("time_budget_s", f"must be >= 0 (0 or null: no budget), got {budget_s}")
         if min_epochs < 1:
             raise BrainVQInputError("min_epochs", f"must be >= 1, got {min_epochs}")
+        if clock not in ("wall", "process"):
+            raise BrainVQInputError("time_budget_clock", f"must be 'wall' or 'process', got {clock!r}")
+        self.clock = clock
+        self._now = time.perf_counter if clock == "wall" else time.process_time
         self.budget_s = float(budget_s) if budget_s else None
         self.lr_scheduler = lr_scheduler
         self.min_epochs = int(min_epochs)
@@ -65,15 +77,26 @@ class TimeBudgetHandler:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
 
     def _started(self, engine: Engine) -> None:
-        self._t0 = time.perf_counter()
+        self._t0 = self._now()
         self._first_epoch = engine.state.epoch  # > 0 when a run resumes
         self._max_epochs = int(engine.state.max_epochs)
         self._first_epoch_s: float | None = None
 
+    def _elapsed(self) -> float:
+        """Seconds since ``STARTED``; under ``torch.distributed`` the slowest rank's, so every rank caps alike."""
+        elapsed = self._now() - self._t0
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            backend = dist.get_backend()
+            device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
+            t = torch.tensor([elapsed], dtype=torch.float64, device=device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            elapsed = float(t.item())
+        return elapsed
+
     def _epoch_completed(self, engine: Engine) -> None:
         assert self.budget_s is not None
         done = engine.state.epoch - self._first_epoch
-        elapsed = time.perf_counter() - self._t0
+        elapsed = self._elapsed()
         if self._first_epoch_s is None:
             self._first_epoch_s = elapsed
         # the first epoch carries one-off costs (codebook init, allocations, compilation): later ones set the rate
@@ -87,7 +110,8 @@ class TimeBudgetHandler:
             self.lr_scheduler.T_max = new_max
         if self.capped_at is None or new_max < self.capped_at - 1 or engine.state.epoch == new_max:
             logger.info(
-                f"time budget {self.budget_s:.0f} s: {per_epoch:.2f} s per epoch, training ends after epoch {new_max}"
+                f"time budget {self.budget_s:.0f} s ({self.clock} clock): {per_epoch:.2f} s per epoch, training ends "
+                f"after epoch {new_max}"
             )
         self.capped_at = new_max
 

@@ -1,14 +1,16 @@
-"""A TensorBoard writer that only writes on the first rank, so configs run unchanged under torchrun."""
+"""Rank-aware logging: a TensorBoard writer and handler lists that only log on the first rank, so configs run
+unchanged under torchrun."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import torch.distributed as dist
 from torch.utils.tensorboard import SummaryWriter
 
-__all__ = ["NullSummaryWriter", "summary_writer"]
+__all__ = ["NullSummaryWriter", "handlers_for_rank", "summary_writer"]
 
 
 class NullSummaryWriter:
@@ -31,3 +33,34 @@ def summary_writer(log_dir: str | os.PathLike, **kwargs: Any) -> SummaryWriter |
     if dist.is_available() and dist.is_initialized() and dist.get_rank() > 0:
         return NullSummaryWriter()
     return SummaryWriter(log_dir=os.fspath(log_dir), **kwargs)
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def handlers_for_rank(handlers: Sequence[Any], rank: int | None = None) -> list[Any]:
+    """The handlers a rank attaches: all of them on rank 0; on other ranks only those that change training.
+
+    Every rank must take the same training decisions (learning-rate steps, time-budget caps, validation epochs, whose
+    collectives all ranks join), while logging, TensorBoard, progress bars, metric files and checkpoints are written
+    once, by rank 0. Selecting by type, not by position, keeps multi-GPU configs right when a config adds a handler.
+
+    Args:
+        handlers: the single-process handler list of a config.
+        rank: the process rank; ``None``: ``torch.distributed``'s rank, or 0 when it is not initialised.
+
+    Returns:
+        the handlers for this rank.
+    """
+    from ignite.handlers import ProgressBar
+    from monai.handlers import CheckpointSaver, StatsHandler, TensorBoardHandler
+
+    from brainvq_monai.handlers.metrics import MetricsJSONWriter
+    from brainvq_monai.handlers.tensorboard import LossTensorBoardHandler, _TensorBoardHandler
+
+    if (_rank() if rank is None else rank) == 0:
+        return list(handlers)
+    writes = (StatsHandler, TensorBoardHandler, ProgressBar, CheckpointSaver, MetricsJSONWriter, LossTensorBoardHandler,
+              _TensorBoardHandler)  # fmt: skip
+    return [h for h in handlers if not isinstance(h, writes)]
