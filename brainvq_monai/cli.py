@@ -95,7 +95,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_ablation(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from brainvq_monai.apps.ablation import ABLATION_FILE, render_ablation, run_ablation
+    from brainvq_monai.apps.ablation import ABLATION_FILE, ABLATION_ROWS, bundle_row, render_ablation, run_ablation
 
     out = Path(args.out)
     if args.render_only:
@@ -106,7 +106,11 @@ def _cmd_ablation(args: argparse.Namespace) -> int:
             raise BrainVQInputError(record_file, "no ablation record: run brainvq ablation --out DIR first")
         record = json.loads(record_file.read_text())
     else:
-        record = run_ablation(out, seed=args.seed, only=args.rows)
+        rows, only = ABLATION_ROWS, args.rows
+        if args.bundle_row is not None:
+            extra = bundle_row(args.bundle_row)
+            rows, only = (*rows, extra), (None if only is None else [*only, extra.key])
+        record = run_ablation(out, rows=rows, seed=args.seed, only=only)
     grids = {k: f"{k}/report/samples.png" for k, r in record["rows"].items() if r.get("grid")}
     (out / "ablation.md").write_text(render_ablation(record, grids))
     print(f"wrote {out / 'ablation.md'} and {out / ABLATION_FILE}")
@@ -177,6 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", nargs="+", default=None, help="run only these rows (keys); the others keep their figures")
     p.add_argument("--seed", type=int, default=0, help="seed of every row (default 0)")
     p.add_argument("--render-only", action="store_true", help="only write ablation.md from ablation.json")
+    p.add_argument(
+        "--bundle-row",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="also run a row with the 2D bundle's own defaults (128 px), SECONDS per training stage",
+    )
     p.set_defaults(func=_cmd_ablation)
 
     p = sub.add_parser("seeds", help="run the demo with several seeds and tabulate the spread of every headline figure")

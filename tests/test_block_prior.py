@@ -94,6 +94,8 @@ def test_factory_builds_it_from_the_transformer_options():
     assert isinstance(prior, BlockTransformerPrior) and prior.block_codes == 4
     plain = build_prior("transformer", 2, K, (4, 4), 2, transformer={**SMALL, "block_size": 1, "depth_layers": 3})
     assert type(plain).__name__ == "TransformerPrior"
+    raster = build_prior("transformer", 2, K, (4, 4), 2, transformer={**args, "ordering_type": "raster_scan"})
+    assert isinstance(raster, BlockTransformerPrior)  # raster over blocks: the block prior's own order
     with pytest.raises(BrainVQInputError, match="ordering_type"):
         build_prior("transformer", 2, K, (4, 4), transformer={**args, "ordering_type": "s_curve"})
 
@@ -112,3 +114,22 @@ def test_a_few_steps_fit_a_repeated_map():
     nll = token_nll(prior, codes, labels).mean().item()
     assert nll < 0.5 * torch.log(torch.tensor(float(K))).item()
     assert all(p.grad is not None for p in prior.parameters() if p.requires_grad)  # no unused parameters (DDP)
+
+
+def test_anomaly_map_and_healing_work_on_block_priors():
+    """The anomaly tools only need per-token NLLs and the incremental decoder, which the block prior provides."""
+    from brainvq_monai.inferers import AutoregressivePriorInferer
+    from brainvq_monai.networks.nets import BrainVQVAE
+
+    torch.manual_seed(0)
+    levels = {"downsample_parameters": [[2, 4, 1, 1]] * 2, "upsample_parameters": [[2, 4, 1, 1, 0]] * 2}
+    vqvae = BrainVQVAE(2, 1, 1, channels=[8, 16], num_res_channels=[8, 16], num_res_layers=1, num_embeddings=K,
+                       embedding_dim=8, **levels).eval()  # fmt: skip
+    prior = _prior((8, 8), num_classes=2).eval()
+    inferer, images, labels = AutoregressivePriorInferer(), torch.rand(2, 1, 32, 32), torch.tensor([0, 1])
+    nll_map = inferer.get_anomaly_map(images, vqvae, prior, labels)
+    assert nll_map.shape == (2, 1, 32, 32) and bool((nll_map >= 0).all())
+    kept = inferer.heal(images, vqvae, prior, 0.0, labels, generator=0)
+    assert not kept.resampled.any() and torch.equal(kept.codes, kept.original_codes)
+    every = inferer.heal(images, vqvae, prior, 1.0, labels, generator=0)
+    assert torch.equal(every.codes, inferer.sample_codes(prior, 2, (8, 8), class_labels=labels, generator=0))

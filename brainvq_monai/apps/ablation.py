@@ -4,7 +4,9 @@ Every row is a whole ``brainvq demo`` run (:func:`brainvq_monai.apps.demo.run_de
 above plus one change, the same seed and the same wall-clock budget per training stage (``vqvae_budget_s``,
 ``prior_budget_s``: a row whose model is cheaper trains more epochs, one that is dearer fewer, see
 :class:`~brainvq_monai.handlers.TimeBudgetHandler`). Rows that change only how samples are drawn
-(``stage="sampling"``) reuse the trained models of the row above and only sample, evaluate and report again.
+(``stage="sampling"``) reuse the trained models of the row above and only sample, evaluate and report again; rows
+that change only the prior (``stage="prior"``) reuse its VQ-VAE (and so its codes), so their prior figures differ by
+the change alone, not by a retrained VQ-VAE.
 
 Three stages, as everywhere in the toolkit: :func:`run_ablation` computes (runs the rows, resumable: a row whose
 settings are unchanged is not run again), :func:`collect_row` records the figures of a finished run folder into
@@ -31,6 +33,7 @@ __all__ = [
     "ABLATION_BASE",
     "ABLATION_ROWS",
     "AblationRow",
+    "bundle_row",
     "cumulative_settings",
     "collect_row",
     "run_ablation",
@@ -51,7 +54,8 @@ class AblationRow:
         key: short id (folder name under the ablation folder).
         change: what this row changes, for the table.
         settings: the settings it changes (merged into its base row's; nested dicts are merged one level deep).
-        stage: ``"train"`` (a whole demo run) or ``"sampling"`` (re-sample the base row's trained models).
+        stage: ``"train"`` (a whole demo run), ``"prior"`` (train only the prior, on the base row's VQ-VAE) or
+            ``"sampling"`` (re-sample the base row's trained models).
         grid: show this row's sample grid in the rendered document.
         base: key of the row it changes; ``None``: the row above. A row whose change did not help is a *probe*:
             the rows after it name the last kept row as their base, so every row stays one change from its base.
@@ -117,21 +121,83 @@ ABLATION_ROWS: tuple[AblationRow, ...] = (
     AblationRow("r04_codes256", "codebook 64 -> 256 codes", {"num_embeddings": 256}),
     AblationRow("r05_code_dim64", "code dimension 32 -> 64", {"embedding_dim": 64}),
     AblationRow("r06_wider_vqvae", "VQ-VAE channels (32, 64) -> (64, 128)", {"vqvae_channels": [64, 128]}),
-    AblationRow("r07_ssim_loss", "reconstruction loss L1 -> L1 + 0.5 (1 - SSIM)", {"ssim_weight": 0.5}),
+    AblationRow("r07_ssim_loss", "reconstruction loss L1 -> L1 + 0.5 (1 - SSIM)", {"ssim_weight": 0.5},
+                base="r05_code_dim64"),
     AblationRow("r07b_perceptual", "reconstruction loss L1 -> L1 + 0.1 perceptual (in-house network, see text)",
-                {"perceptual_weight": 0.1}),
+                {"perceptual_weight": 0.1}, base="r05_code_dim64"),
     AblationRow("r08_adversarial", "+ patch-adversarial term (weight 0.05 from iteration 300)",
-                {"adversarial_weight": 0.05, "adversarial_start": 300}),
-    AblationRow("r09_f2_latent", "one stride-2 level (48 channels): 32 x 32 codes instead of 16 x 16", _F2, grid=True),
+                {"adversarial_weight": 0.05, "adversarial_start": 300}, base="r05_code_dim64"),
+    AblationRow("r09_f2_latent", "one stride-2 level (48 channels): 32 x 32 codes instead of 16 x 16", _F2, grid=True,
+                base="r05_code_dim64"),
     AblationRow("r10_f2_block_prior", "+ block transformer prior (2 x 2 code blocks, 256 spatial steps)",
                 {"transformer": {"block_size": 2, "depth_layers": 1}}, grid=True),
-    AblationRow("r11_prior_dropout", "prior residual dropout 0 -> 0.1", {"transformer": {"dropout_rate": 0.1}}),
-    AblationRow("r12_weight_decay", "prior weight decay 0.01 -> 0.1", {"prior_weight_decay": 0.1}),
+    AblationRow("r11_prior_dropout", "prior residual dropout 0 -> 0.1", {"transformer": {"dropout_rate": 0.1}},
+                stage="prior", base="r05_code_dim64"),
+    AblationRow("r12_weight_decay", "prior weight decay 0.01 -> 0.1", {"prior_weight_decay": 0.1}, stage="prior"),
     AblationRow("r13_bigger_prior", "prior width 64 -> 96, depth 4 -> 6",
-                {"transformer": {"attn_layers_dim": 96, "attn_layers_depth": 6}}),
+                {"transformer": {"attn_layers_dim": 96, "attn_layers_depth": 6}}, stage="prior"),
     AblationRow("r14_temperature", "sampling temperature 1.0 -> 0.9", {"temperature": 0.9}, stage="sampling"),
     AblationRow("r15_top_p", "nucleus sampling top-p 0.95", {"top_p": 0.95}, stage="sampling"),
 )  # fmt: skip
+
+
+def bundle_row(
+    budget_s: float, bundle: str = "brain_vqvae_2d", key: str = "b01_bundle_2d_128", base: str = "r05_code_dim64"
+) -> AblationRow:
+    """A row that trains with a bundle's own defaults (image size, networks, codebook, losses, optimisers, prior).
+
+    The values are read from the bundle's ``train_vqvae.json`` and ``train_prior.json`` (so the row follows the
+    configs as they change); only the cohort, the seed and the time budget per stage come from the ablation.
+
+    Args:
+        budget_s: seconds per training stage (on the ablation's clock).
+        bundle: bundle folder name under ``bundles/``.
+        key: the row's key.
+        base: the row whose cohort and sampling settings it keeps.
+
+    Returns:
+        the row (append it to :data:`ABLATION_ROWS` to run it).
+    """
+    from brainvq_monai.bundle.utils import default_bundle_root
+
+    configs = Path(default_bundle_root(bundle)) / "configs"
+    vq = json.loads((configs / "train_vqvae.json").read_text())
+    pr = json.loads((configs / "train_prior.json").read_text())
+    net = vq["network_def"]
+    if len(vq["spatial_size"]) != 2:
+        raise BrainVQInputError(bundle, "bundle rows run the 2D demo pipeline: the bundle must be 2D")
+    settings = {
+        "spatial_size": list(vq["spatial_size"]),
+        "num_embeddings": int(vq["num_embeddings"]),
+        "embedding_dim": int(vq["embedding_dim"]),
+        "batch_size": int(vq["batch_size"]),
+        "vqvae_channels": list(net["channels"]),
+        "vqvae_res_layers": int(net["num_res_layers"]),
+        "vqvae_strides": [int(d[0]) for d in net["downsample_parameters"]],
+        "learning_rate_vqvae": float(vq["learning_rate"]),
+        **{
+            k: vq[k]
+            for k in ("l1_weight", "ssim_weight", "perceptual_weight", "adversarial_weight", "adversarial_start")
+        },
+        "vqvae_epochs": int(vq["train"]["trainer"]["max_epochs"]),
+        "vqvae_budget_s": budget_s,
+        "learning_rate_prior": float(pr["learning_rate"]),
+        "prior_weight_decay": float(pr["optimizer"]["weight_decay"]),
+        "prior_val_interval": int(pr["val_interval"]),
+        "prior_epochs": int(pr["train"]["trainer"]["max_epochs"]),
+        "prior_budget_s": budget_s,
+        "transformer": {k: v for k, v in pr["network_def"]["transformer"].items() if not str(v).startswith("@")},
+    }
+    change = f"the {bundle} bundle's defaults ({settings['spatial_size'][0]} px), {budget_s:.0f} s per stage"
+    return AblationRow(key, change, settings, grid=True, base=base)
+
+
+#: what a row of each stage runs (see :data:`brainvq_monai.apps.demo.STAGES`)
+_STAGES: dict[str, tuple[str, ...]] = {
+    "train": ("vqvae", "prior", "evaluate", "sample", "report"),
+    "prior": ("prior", "evaluate", "sample", "report"),
+    "sampling": ("sample", "report"),
+}
 
 
 def _merge(base: Mapping[str, Any], change: Mapping[str, Any]) -> dict[str, Any]:
@@ -156,8 +222,8 @@ def cumulative_settings(
     out: list[dict[str, Any]] = []
     by_key: dict[str, dict[str, Any]] = {}
     for row in rows:
-        if row.stage not in ("train", "sampling"):
-            raise BrainVQInputError(row.key, f"stage must be 'train' or 'sampling', got {row.stage!r}")
+        if row.stage not in _STAGES:
+            raise BrainVQInputError(row.key, f"stage must be one of {', '.join(_STAGES)}, got {row.stage!r}")
         if row.base is not None and row.base not in by_key:
             raise BrainVQInputError(row.key, f"base row {row.base!r} is not an earlier row")
         start = by_key[row.base] if row.base is not None else (out[-1] if out else dict(base))
@@ -168,11 +234,12 @@ def cumulative_settings(
 
 
 def _trained_base(rows: Sequence[AblationRow], index: int) -> str:
-    """The key of the row whose trained models a sampling row re-samples (its base, following sampling rows)."""
+    """The key of the row whose trained models a row reuses: its base (a base that only sampled has no models of its
+    own: its base's are used)."""
     keys = [r.key for r in rows]
     row = rows[index]
     key = row.base if row.base is not None else keys[index - 1]
-    while rows[keys.index(key)].stage != "train":
+    while rows[keys.index(key)].stage == "sampling":
         prev = rows[keys.index(key)]
         key = prev.base if prev.base is not None else keys[keys.index(key) - 1]
     return key
@@ -307,12 +374,20 @@ def collect_row(run_dir: str | os.PathLike) -> dict[str, Any]:
     }
 
 
-def _prepare_sampling_row(src: Path, dst: Path) -> None:
-    """A run folder for a sampling-only row: the trained models and data of ``src``, nothing sampled yet."""
+def _prepare_reuse_row(src: Path, dst: Path, vqvae_only: bool = False) -> None:
+    """A run folder for a row that reuses ``src``'s trained models (all of them, or the VQ-VAE, its codes and the
+    generation eval's feature net) and data, nothing sampled yet."""
     if dst.exists():
         shutil.rmtree(dst)
     dst.mkdir(parents=True)
-    for name in ("models", "tensorboard", "codes"):
+    if vqvae_only:
+        (dst / "models").mkdir()
+        for f in (src / "models").glob("*.pt"):
+            if f.name.startswith(("vqvae", "feature_net")):
+                shutil.copy2(f, dst / "models" / f.name)
+        if (src / "tensorboard" / "vqvae").is_dir():
+            shutil.copytree(src / "tensorboard" / "vqvae", dst / "tensorboard" / "vqvae")
+    for name in ("codes",) if vqvae_only else ("models", "tensorboard", "codes"):
         if (src / name).is_dir():
             shutil.copytree(src / name, dst / name)
     (dst / "data").symlink_to((src / "data").resolve(), target_is_directory=True)
@@ -358,7 +433,9 @@ def run_ablation(
         raise BrainVQInputError(rows[0].key, "the first row must train (stage 'train')")
     record_file = out / ABLATION_FILE
     record = _read_json(record_file) or {"rows": {}}
-    record.update({"seed": seed, "prior": prior, "device": device_info("cpu"), "versions": versions(), "order": keys})
+    record.update({"seed": seed, "prior": prior, "device": device_info("cpu"), "versions": versions()})
+    # rows recorded by other invocations (e.g. a bundle row) keep their place after this invocation's rows
+    record["order"] = keys + [k for k in record.get("order", []) if k not in keys]
     settings = cumulative_settings(rows, base)
     for i, (row, s) in enumerate(zip(rows, settings)):
         run_dir = out / row.key
@@ -378,10 +455,10 @@ def run_ablation(
                 shutil.copytree(cohort, run_dir / "data")
             run_demo(run_dir, subjects=int(s["subjects"]), seed=seed, prior=prior, settings=demo_settings)
         else:
-            _prepare_sampling_row(out / _trained_base(rows, i), run_dir)
+            _prepare_reuse_row(out / _trained_base(rows, i), run_dir, vqvae_only=row.stage == "prior")
             run_demo(
                 run_dir, subjects=int(s["subjects"]), seed=seed, prior=prior, settings=demo_settings,
-                stages=("sample", "report"),
+                stages=_STAGES[row.stage],
             )  # fmt: skip
         if row.stage == "train" and not cohort.is_dir():
             shutil.copytree(run_dir / "data", cohort.with_name(cohort.name + ".tmp"), dirs_exist_ok=True)

@@ -243,7 +243,7 @@ def run_demo(
     precision = demo_precision(s["amp"])
     common = {**demo_overrides(out_path, s, prior, subjects, seed), "amp": precision["amp"]}
     # what rebuilding the networks needs (brainvq_monai.apps.run_loader.load_run), written before training starts
-    if "vqvae" in stages:
+    if "vqvae" in stages or "prior" in stages:
         config = run_config_from_settings(s, prior, subjects=subjects, seed=seed)
         write_run_config(out_path, {**config, "precision": precision})
     arch = vqvae_architecture(s)
@@ -257,7 +257,7 @@ def run_demo(
                 **common,
                 **_prefixed("network_def", arch),
                 "train#trainer#max_epochs": s["vqvae_epochs"],
-                "time_budget_s": _stage_budget(s["vqvae_budget_s"], 0.45, deadline),
+                "time_budget_s": _stage_budget(s["vqvae_budget_s"], 0.35, deadline),
                 "time_budget_clock": s["budget_clock"],
                 "learning_rate": s["learning_rate_vqvae"],
                 "l1_weight": s["l1_weight"],
@@ -274,7 +274,7 @@ def run_demo(
                 **base,
                 **prior_args,
                 "train#trainer#max_epochs": s["prior_epochs"],
-                "time_budget_s": _stage_budget(s["prior_budget_s"], 0.75, deadline),
+                "time_budget_s": _stage_budget(s["prior_budget_s"], 0.5, deadline),
                 "time_budget_clock": s["budget_clock"],
                 "val_interval": s["prior_val_interval"],
                 "learning_rate": s["learning_rate_prior"],

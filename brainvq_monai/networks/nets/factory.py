@@ -51,6 +51,8 @@ def build_prior(
         if int(args.get("block_size", 1)) > 1:
             from brainvq_monai.networks.nets.block_prior import BlockTransformerPrior
 
+            if args.get("ordering_type", "raster_scan") == "raster_scan":  # the block prior's own (block) order
+                args.pop("ordering_type", None)
             unsupported = sorted(k for k in args if k in _PLAIN_TRANSFORMER_ONLY)
             if unsupported:
                 raise BrainVQInputError(
