@@ -136,6 +136,8 @@ ABLATION_ROWS: tuple[AblationRow, ...] = (
     AblationRow("r12_weight_decay", "prior weight decay 0.01 -> 0.1", {"prior_weight_decay": 0.1}, stage="prior"),
     AblationRow("r13_bigger_prior", "prior width 64 -> 96, depth 4 -> 6",
                 {"transformer": {"attn_layers_dim": 96, "attn_layers_depth": 6}}, stage="prior"),
+    AblationRow("r16_batch16", "batch size 32 -> 16: twice the optimiser steps for the same images seen",
+                {"batch_size": 16}, base="r05_code_dim64"),
     AblationRow("r14_temperature", "sampling temperature 1.0 -> 0.9", {"temperature": 0.9}, stage="sampling"),
     AblationRow("r15_top_p", "nucleus sampling top-p 0.95", {"top_p": 0.95}, stage="sampling"),
 )  # fmt: skip
