@@ -248,3 +248,12 @@ def test_reading_never_writes(tmp_path, good_files):
             except BrainVQInputError:
                 pass
     assert _snapshot(tmp_path) == before
+
+
+def test_constant_images_are_refused_unless_allowed(tmp_path):
+    """A blank input is refused (nothing to learn); a blank generated sample can be read to be shown."""
+    black = _write_png(tmp_path / "sample_NC_0000.png", np.zeros((8, 6), np.uint8))
+    with pytest.raises(BrainVQInputError, match="constant image"):
+        read_image(black)
+    data, _, meta = read_image(black, allow_constant=True)
+    assert data.shape == (6, 8) and float(np.abs(data).max()) == 0.0 and meta["kind"] == "2d"

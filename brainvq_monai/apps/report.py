@@ -567,9 +567,11 @@ def make_report(
     files = _read_sample_files(run / "samples")
     rows, row_labels = [], []
     if files:
-        from brainvq_monai.transforms import LoadBrainImage
+        from brainvq_monai.data.image_io import read_image
 
-        loader = LoadBrainImage()
+        def loader(path: str) -> torch.Tensor:  # a blank sample of an undertrained prior is shown, not refused
+            return torch.as_tensor(read_image(path, allow_constant=True)[0])[None]
+
         tags = [class_names[c] for c in classes if c in class_names and class_names[c] in files] or sorted(files)
         for tag in tags:
             # sample files are 8-bit PNGs (or float NIfTI) of images in [0, 1]

@@ -184,7 +184,7 @@ def _read_volume(path: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     return data, affine, meta
 
 
-def read_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def read_image(path: str | os.PathLike, allow_constant: bool = False) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Read a 2D image or a 3D volume fully, read-only, as float32 without a channel axis.
 
     2D images (PIL): colour/palette/alpha images become grayscale luminance; 16-bit PNGs keep their range.
@@ -193,6 +193,8 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict[st
 
     Args:
         path: image file.
+        allow_constant: accept an image whose voxels are all equal (refused by default: a training input with
+            nothing to learn is a user error; a generated sample that came out blank is a result to show).
 
     Returns:
         ``(data, affine, meta)``: float32 array ``(W, H)`` for 2D images or ``(X, Y, Z)`` for volumes; 4x4 float64
@@ -227,7 +229,7 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict[st
         if nan_voxels:
             data = np.where(finite, data, np.float32(0.0))
     lo, hi = float(data.min()), float(data.max())
-    if lo == hi:
+    if lo == hi and not allow_constant:
         raise BrainVQInputError(path, f"constant image (all voxels = {lo:g}); nothing to learn")
     meta.update(
         {
