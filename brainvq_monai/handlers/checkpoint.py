@@ -121,8 +121,9 @@ class TrainingCheckpointHandler:
     generator; the same streams at the start of the current epoch for a checkpoint taken inside an epoch) and
     ``meta`` (format, epoch, iteration, why it was written).
 
-    **When**: at the end of every epoch (after validation and the LR step), every ``every_n_iterations`` iterations,
-    when training completes, and when SIGINT or SIGTERM arrives: the run finishes the current iteration (or the
+    **When**: when a new run starts (so that a run killed at any moment after that can be resumed), at the end of
+    every epoch (after validation and the LR step), every ``every_n_iterations`` iterations, when training
+    completes, and when SIGINT or SIGTERM arrives: the run finishes the current iteration (or the
     current epoch's validation), saves, and stops with :class:`~brainvq_monai.utils.errors.BrainVQInterrupted`
     (exit status ``128 + signal`` at the command line). A second signal stops at once without saving.
 
@@ -227,7 +228,7 @@ class TrainingCheckpointHandler:
 
         Args:
             engine: the trainer.
-            reason: why it is written (``"epoch"``, ``"iterations"``, ``"signal"``, ``"completed"``).
+            reason: why it is written (``"start"``, ``"epoch"``, ``"iterations"``, ``"signal"``, ``"completed"``).
 
         Returns:
             the checkpoint dict.
@@ -280,6 +281,8 @@ class TrainingCheckpointHandler:
         if self._pending_rng is not None and not self._replay_skip:
             self._restore(engine, self._pending_rng)
             self._pending_rng = None
+        if not self.resume:
+            self._save(engine, "start")  # from now on a killed run can always be resumed
 
     def _epoch_started(self, engine: Engine) -> None:
         if self._pending_epoch_rng is not None:

@@ -118,14 +118,19 @@ def load_state_dict_checked(
     if not isinstance(state, Mapping) or not any(isinstance(v, torch.Tensor) for v in state.values()):
         raise BrainVQInputError(source, f"holds no state dict of tensors for {config_id}")
     own = module.state_dict()
-    for key, tensor in state.items():
-        if key in own and isinstance(tensor, torch.Tensor) and tuple(tensor.shape) != tuple(own[key].shape):
-            saved, current = tuple(tensor.shape), tuple(own[key].shape)
-            raise BrainVQInputError(
-                source,
-                f"tensor '{key}' has shape {list(saved)} in the checkpoint but {list(current)} in the network built "
-                f"from the config: set {mismatch_hint(key, saved, current, config_id)} as in the run that wrote it",
-            )
+    mismatched = [
+        key
+        for key, tensor in state.items()
+        if key in own and isinstance(tensor, torch.Tensor) and tuple(tensor.shape) != tuple(own[key].shape)
+    ]
+    if mismatched:  # a weight tells more (both of its sizes) than a buffer or a bias
+        key = next((k for k in mismatched if k.endswith("weight")), mismatched[0])
+        saved, current = tuple(state[key].shape), tuple(own[key].shape)
+        raise BrainVQInputError(
+            source,
+            f"tensor '{key}' has shape {list(saved)} in the checkpoint but {list(current)} in the network built "
+            f"from the config: set {mismatch_hint(key, saved, current, config_id)} as in the run that wrote it",
+        )
     try:
         module.load_state_dict(state)
     except RuntimeError as err:
