@@ -14,6 +14,7 @@ import torch
 
 from brainvq_monai.utils.errors import BrainVQInputError
 from brainvq_monai.utils.io import atomic_write_text, load_torch_file
+from brainvq_monai.utils.rng import preserved_rng
 from brainvq_monai.utils.settings import as_bool
 from brainvq_monai.utils.state import load_state_dict_checked
 
@@ -262,16 +263,17 @@ def encode_codes(
         except BrainVQInputError as err:  # a damaged cache is re-encoded, not trusted
             logger.warning(f"re-encoding: {err}")
     load_network(vqvae, ckpt, device, config_id=config_id)
-    loader = DataLoader(
-        Dataset(list(items), transform),
-        batch_size=batch_size,
-        num_workers=num_workers,
-        pin_memory=torch.device(device).type == "cuda",
-    )
-    batches = ({**b, "image": torch.as_tensor(b["image"]).as_tensor()} for b in loader)  # metadata not needed
-    encoded = AutoregressivePriorInferer().encode_dataset(
-        vqvae, batches, device=device, verbose=True, amp=amp, channels_last=channels_last
-    )
+    with preserved_rng():  # training after a fresh encoding draws the same random numbers as after a cached one
+        loader = DataLoader(
+            Dataset(list(items), transform),
+            batch_size=batch_size,
+            num_workers=num_workers,
+            pin_memory=torch.device(device).type == "cuda",
+        )
+        batches = ({**b, "image": torch.as_tensor(b["image"]).as_tensor()} for b in loader)  # metadata not needed
+        encoded = AutoregressivePriorInferer().encode_dataset(
+            vqvae, batches, device=device, verbose=True, amp=amp, channels_last=channels_last
+        )
     save_codes(encoded, cache)
     atomic_write_text(key_file, key + "\n")
     logger.info(f"encoded {len(encoded['codes'])} images into codes {tuple(encoded['codes'].shape[1:])} -> {cache}")
@@ -322,9 +324,10 @@ def perceptual_network(
             logger.info(f"retraining the perceptual network ({err})")
     images = torch.stack([torch.as_tensor(transform(dict(it))["image"]).float() for it in items])
     logger.info(f"training the perceptual network on {len(images)} training images ({epochs} epochs)")
-    net, history = train_feature_net(
-        images, None, None, epochs=epochs, seed=seed + 1000, feature_dim=64, position_weight=0.0
-    )
+    with preserved_rng():  # the VQ-VAE's training does not depend on whether this network was cached
+        net, history = train_feature_net(
+            images, None, None, epochs=epochs, seed=seed + 1000, feature_dim=64, position_weight=0.0
+        )
     save_feature_net(net, path, data_hash, {"task": "perceptual (flips + reconstruction)", **history})
     return net.to(device)
 

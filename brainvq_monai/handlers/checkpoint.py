@@ -28,7 +28,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from brainvq_monai.utils.errors import BrainVQInputError, BrainVQInterrupted
 from brainvq_monai.utils.faults import fault_point
-from brainvq_monai.utils.io import atomic_torch_save, load_torch_file
+from brainvq_monai.utils.io import atomic_torch_save, load_torch_file, remove_stale_temp_files
 from brainvq_monai.utils.rng import capture_rng_state, restore_rng_state
 from brainvq_monai.utils.settings import as_bool, as_int
 from brainvq_monai.utils.state import load_state_dict_checked, unwrap_module
@@ -89,6 +89,8 @@ class BestCheckpointSaver:
         Args:
             engine: the evaluator.
         """
+        if _rank_and_world()[0] == 0:
+            remove_stale_temp_files(self.filepath)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
@@ -203,6 +205,8 @@ class TrainingCheckpointHandler:
         self._engine = engine
         rank, world = _rank_and_world()
         self._writer, self._restore_rng = rank == 0, world == 1
+        if self._writer:
+            remove_stale_temp_files(self.filepath)
         if self.resume:
             self._load(engine)
         engine.add_event_handler(Events.STARTED, self._started)

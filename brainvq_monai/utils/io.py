@@ -35,6 +35,7 @@ __all__ = [
     "atomic_write_text",
     "atomic_torch_save",
     "load_torch_file",
+    "remove_stale_temp_files",
     "temp_files",
 ]
 
@@ -72,7 +73,13 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _remove_stale_temps(path: Path) -> None:
+def remove_stale_temp_files(path: str | os.PathLike) -> None:
+    """Removes the temporary files that killed writers (no longer running) left for the destination ``path``.
+
+    Args:
+        path: the destination file.
+    """
+    path = Path(os.fspath(path))
     for tmp in temp_files(path):
         pid = tmp.name[len(path.name) + 2 : -len(_TMP_SUFFIX)]
         if pid.isdigit() and not _pid_alive(int(pid)):
@@ -114,7 +121,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     tmp = _tmp_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temps(path)
+        remove_stale_temp_files(path)
         with open(tmp, "wb") as f:
             write(f)
             f.flush()

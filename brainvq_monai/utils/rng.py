@@ -10,13 +10,14 @@ checkpoint holding it still loads with ``weights_only=True``.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["capture_rng_state", "randomizable_objects", "restore_rng_state"]
+__all__ = ["capture_rng_state", "preserved_rng", "randomizable_objects", "restore_rng_state"]
 
 _SCALARS = (torch.Tensor, np.ndarray, str, bytes, int, float, bool, type(None))
 
@@ -133,3 +134,21 @@ def restore_rng_state(
             obj.load_state_dict(state["stateful"][name])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Leaves torch's CPU generator, NumPy's and Python's global generators as they were before the block.
+
+    For work whose result is cached (encoding codes, training the perceptual network): a run that does it and a
+    run that finds it cached then continue with the same random streams, so the training that follows does not
+    depend on the cache. (MONAI's ``DataLoader`` with ``num_workers=0`` even re-seeds torch's generator when it is
+    built.)
+    """
+    torch_state, numpy_state, python_state = torch.get_rng_state(), np.random.get_state(), random.getstate()
+    try:
+        yield
+    finally:
+        torch.set_rng_state(torch_state)
+        np.random.set_state(numpy_state)
+        random.setstate(python_state)
