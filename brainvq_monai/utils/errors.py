@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import sys
 import weakref
@@ -146,9 +147,13 @@ def error_line(err: BaseException) -> str:
     lines = [ln.strip() for ln in str(inner).splitlines() if ln.strip()]
     what = f"{type(inner).__name__}: {lines[0]}" if lines else type(inner).__name__
     where = ""
-    for e in reversed(chain):  # the innermost of MONAI's "Failed to evaluate ConfigExpression: \n<expression>"
+    for e in reversed(chain):  # the innermost config item of MONAI's parser that failed
         text = str(e)
-        if text.startswith(("Failed to evaluate", "Failed to instantiate")):
+        component = re.match(r"Failed to instantiate component '([^']+)' with keywords: ([^\n]*)", text)
+        if component:
+            where = f" (while instantiating {component[1]} with {component[2].replace(',', ', ')})"
+            break
+        if text.startswith("Failed to evaluate"):
             body = " ".join(text.split(":", 1)[1].split())
             where = f" (while evaluating {body[:120]}{'...' if len(body) > 120 else ''})"
             break
