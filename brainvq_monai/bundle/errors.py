@@ -15,6 +15,8 @@ errors to Python (it neither shortens them nor exits).
 
 from __future__ import annotations
 
+import atexit
+import signal
 import sys
 from types import TracebackType
 
@@ -39,9 +41,20 @@ def bundle_excepthook(exc_type: type[BaseException], exc: BaseException, tb: Tra
     exit_now(report_error(exc))
 
 
+def _default_signals() -> None:
+    """At interpreter exit, Ctrl-C or SIGTERM end the process at once, without a traceback from a clean-up callback."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            signal.signal(signum, signal.SIG_DFL)
+        except (ValueError, OSError):  # not the main thread
+            pass
+
+
 def install_error_reporting() -> None:
     """Installs :func:`bundle_excepthook` and quiets library tracebacks (idempotent)."""
     quiet_library_tracebacks()
+    if sys.excepthook is not bundle_excepthook:
+        atexit.register(_default_signals)
     sys.excepthook = bundle_excepthook
 
 
