@@ -241,6 +241,8 @@ def test_torchrun_gloo_two_ranks_identical_codebook(demo_cohort, tmp_path):
                 "finalize": [
                     "$torch.save(@network_def.ema_quantizer.embedding.weight.detach().cpu().clone(), "
                     "@ckpt_dir + '/codebook_rank' + str(torch.distributed.get_rank()) + '.pt')",
+                    "$torch.save(@train#trainer.state.iteration, "
+                    "@ckpt_dir + '/iteration_rank' + str(torch.distributed.get_rank()) + '.pt')",
                     "$torch.distributed.destroy_process_group()",
                 ]
             }
@@ -259,10 +261,20 @@ def test_torchrun_gloo_two_ranks_identical_codebook(demo_cohort, tmp_path):
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     torchrun_two_ranks("train_vqvae.json")
-    a = torch.load(tmp_path / "models" / "codebook_rank0.pt")
-    b = torch.load(tmp_path / "models" / "codebook_rank1.pt")
+    a = torch.load(tmp_path / "models" / "codebook_rank0.pt", weights_only=True)
+    b = torch.load(tmp_path / "models" / "codebook_rank1.pt", weights_only=True)
     assert torch.equal(a, b)
     assert (tmp_path / "models" / "vqvae_last.pt").is_file()  # rank 0 saved the checkpoint
+
+    # --resume true with one more epoch: every rank loads the last checkpoint (rank 0 alone writes it), so both
+    # continue at epoch 2 in step (a rank that started afresh would run two epochs and leave its peer waiting)
+    epoch_length = torch.load(tmp_path / "models" / "vqvae_last.pt", weights_only=True)["meta"]["epoch_length"]
+    torchrun_two_ranks("train_vqvae.json", {"resume": "true", "train#trainer#max_epochs": 2})
+    its = [torch.load(tmp_path / "models" / f"iteration_rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert its == [2 * epoch_length] * 2
+    assert torch.load(tmp_path / "models" / "vqvae_last.pt", weights_only=True)["meta"]["epoch"] == 2
+    a = torch.load(tmp_path / "models" / "codebook_rank0.pt", weights_only=True)
+    assert torch.equal(a, torch.load(tmp_path / "models" / "codebook_rank1.pt", weights_only=True))
 
     # the prior on the same ranks: codes_dataloader batches the DistributedSampler's shard, DDP keeps weights equal
     check.write_text(
@@ -280,9 +292,11 @@ def test_torchrun_gloo_two_ranks_identical_codebook(demo_cohort, tmp_path):
     )
     # two epochs under a time budget: the ranks agree on the (slowest rank's) elapsed time, so they cap alike
     torchrun_two_ranks("train_prior.json", {"time_budget_s": 3600, "train#trainer#max_epochs": 2})
-    p0 = torch.load(tmp_path / "models" / "prior_rank0.pt")
-    p1 = torch.load(tmp_path / "models" / "prior_rank1.pt")
+    p0 = torch.load(tmp_path / "models" / "prior_rank0.pt", weights_only=True)
+    p1 = torch.load(tmp_path / "models" / "prior_rank1.pt", weights_only=True)
     assert p0.keys() == p1.keys() and all(torch.equal(p0[k], p1[k]) for k in p0)
     n_train = len(json.loads((tmp_path / "runs" / "datalist_adni.json").read_text())["training"])
-    batches = torch.load(tmp_path / "models" / "batches_rank0.pt")
-    assert batches == torch.load(tmp_path / "models" / "batches_rank1.pt") == -(-n_train // 2) // 4  # half each
+    batches = torch.load(tmp_path / "models" / "batches_rank0.pt", weights_only=True)
+    assert (
+        batches == torch.load(tmp_path / "models" / "batches_rank1.pt", weights_only=True) == -(-n_train // 2) // 4
+    )  # half each
