@@ -304,6 +304,19 @@ def test_cosine_retarget_continues_as_if_configured_longer():
     assert lrs == pytest.approx(expected, abs=1e-9) and lrs[-1] == pytest.approx(0.0, abs=1e-9)
 
 
+def test_checkpoint_handlers_run_on_every_rank(tmp_path):
+    """Under torchrun every rank attaches the checkpoint handlers (all ranks load on resume; they write on rank 0)."""
+    from ignite.engine import Engine
+    from monai.handlers import StatsHandler
+
+    from brainvq_monai.handlers import BestCheckpointSaver, TrainingCheckpointHandler, handlers_for_rank
+
+    net = torch.nn.Linear(2, 2)
+    last = TrainingCheckpointHandler(tmp_path / "last.pt", {"model": net, "trainer": Engine(lambda e, b: None)})
+    best = BestCheckpointSaver(tmp_path / "best.pt", {"model": net})
+    assert handlers_for_rank([StatsHandler(), last, best], rank=1) == [last, best]
+
+
 # ---------------------------------------------------------------------------------------------------- exit codes
 def test_exit_codes_and_error_lines():
     bad = BrainVQInputError("spatial_size", "must be even")
