@@ -7,56 +7,14 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 from conftest import REPO
 from monai.bundle import ConfigWorkflow
 
+from brainvq_monai.bundle.tiny import tiny_overrides
+
 BUNDLES = {2: REPO / "bundles" / "brain_vqvae_2d", 3: REPO / "bundles" / "brain_vqvae_3d"}
-TINY_TRANSFORMER = {"attn_layers_dim": 16, "attn_layers_depth": 1, "attn_layers_heads": 2}
-TINY_PIXELCNN = {"channels": 8, "num_layers": 2, "kernel_size": 3}
-# the VQ-VAE's id in each config, and the prior's
-VQVAE_ID = {
-    "train_vqvae.json": "network_def",
-    "train_prior.json": "vqvae_def",
-    "evaluate.json": "vqvae_def",
-    "inference.json": "vqvae_def",
-}
-PRIOR_ID = {"train_prior.json": "network_def", "evaluate.json": "prior_def", "inference.json": "network_def"}
-
-
-def tiny(dims: int, config: str, root: Path, data: Path, prior: str = "transformer") -> dict:
-    """Overrides that shrink a config to a few seconds on CPU."""
-    arch = (
-        {"channels": [8, 16], "num_res_channels": [8, 16], "num_res_layers": 1}
-        if dims == 2
-        else {"channels": [8, 8, 16], "num_res_channels": [8, 8, 16], "num_res_layers": 1}
-    )
-    over = {
-        "bundle_root": str(root),
-        "output_dir": str(root / "runs"),
-        "ckpt_dir": str(root / "models"),
-        "dataset_dir": str(data),
-        "spatial_size": [32, 32] if dims == 2 else [16, 16, 16],
-        "num_embeddings": 16,
-        "embedding_dim": 8,
-        "batch_size": 8 if dims == 2 else 2,
-        "num_workers": 0,
-        "prior": prior,
-    }
-    if dims == 3:
-        over["pixdim"] = [8.0, 8.0, 8.0]
-    over.update({f"{VQVAE_ID[config]}#{k}": v for k, v in arch.items()})
-    if config in PRIOR_ID:
-        over[f"{PRIOR_ID[config]}#{prior}"] = TINY_TRANSFORMER if prior == "transformer" else TINY_PIXELCNN
-    if config.startswith("train"):
-        over["train#trainer#max_epochs"] = 1
-    if config == "train_prior.json":
-        over["num_preview_samples"] = 2
-    if config == "inference.json":
-        over["num_samples"] = 2
-    return over
-
+tiny = tiny_overrides
 
 TRAIN_IDS = (
     "bundle_root",

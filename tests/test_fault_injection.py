@@ -33,7 +33,7 @@ BEST = {"train_vqvae.json": "vqvae.pt", "train_prior.json": "prior_transformer.p
 
 
 def _overrides(dims: int, config: str, root: Path, data: Path, epochs: int, **extra) -> dict:
-    return {**tiny(dims, config, root, data), "train#trainer#max_epochs": epochs, **extra}
+    return {**tiny(dims, config, root, data, epochs=epochs), **extra}
 
 
 def _run(dims, config, root, data, epochs, fault=None, **extra) -> subprocess.CompletedProcess:
@@ -127,7 +127,7 @@ def test_kill_9_at_random_points_then_resume(dims, demo_cohort, tmp_path):
 
 def test_kill_9_at_a_random_moment_then_resume(demo_cohort, tmp_path):
     """A wall-clock kill, wherever it lands (loading, training, validating, writing)."""
-    epochs = 25
+    epochs = 15
     reference = tmp_path / "reference"
     run_workflow(2, "train_vqvae.json", _overrides(2, "train_vqvae.json", reference, demo_cohort, epochs))
     root = tmp_path / "run"
@@ -153,7 +153,7 @@ def test_kill_9_at_a_random_moment_then_resume(demo_cohort, tmp_path):
 def test_sigint_and_sigterm_save_then_resume(demo_cohort, tmp_path):
     """Ctrl-C, then SIGTERM: each stops after the current iteration with the last checkpoint saved, one line on
     stderr and exit status 128 + signal; the run resumed to the end matches an uninterrupted one."""
-    epochs = 30
+    epochs = 12  # the signals come after 1-2 epochs of each run: ample time left
     reference = tmp_path / "reference"
     run_workflow(2, "train_vqvae.json", _overrides(2, "train_vqvae.json", reference, demo_cohort, epochs))
     root = tmp_path / "run"

@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from brainvq_monai.bundle.tiny import tiny_overrides
 from brainvq_monai.utils.io import atomic_write_json, load_torch_file, temp_files
 
 __all__ = ["KINDS", "render_campaign", "run_campaign"]
@@ -42,29 +43,7 @@ _TRAINERS = {"vqvae": ("train_vqvae.json", "vqvae"), "prior": ("train_prior.json
 
 def _overrides(dims: int, config: str, root: Path, data: Path, epochs: int) -> dict[str, Any]:
     """Tiny CPU settings (seconds per run) of a training config."""
-    channels = [8, 16] if dims == 2 else [8, 8, 16]
-    vq_id = "network_def" if config == "train_vqvae.json" else "vqvae_def"
-    over: dict[str, Any] = {
-        "bundle_root": str(root),
-        "output_dir": str(root / "runs"),
-        "ckpt_dir": str(root / "models"),
-        "dataset_dir": str(data),
-        "spatial_size": [32, 32] if dims == 2 else [16, 16, 16],
-        "num_embeddings": 16,
-        "embedding_dim": 8,
-        "batch_size": 8 if dims == 2 else 2,
-        "num_workers": 0,
-        "train#trainer#max_epochs": epochs,
-        f"{vq_id}#channels": channels,
-        f"{vq_id}#num_res_channels": channels,
-        f"{vq_id}#num_res_layers": 1,
-    }
-    if dims == 3:
-        over["pixdim"] = [8.0, 8.0, 8.0]
-    if config == "train_prior.json":
-        over["network_def#transformer"] = {"attn_layers_dim": 16, "attn_layers_depth": 1, "attn_layers_heads": 2}
-        over["num_preview_samples"] = 2
-    return over
+    return tiny_overrides(dims, config, root, data, epochs=epochs)
 
 
 def _command(dims: int, config: str, overrides: Mapping[str, Any]) -> list[str]:
