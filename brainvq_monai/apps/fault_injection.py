@@ -125,7 +125,7 @@ def _interrupt(
             started = f"{trainer} - INFO - Engine run"
             while proc.poll() is None and started not in log.read_text(errors="replace"):
                 time.sleep(0.02)
-            time.sleep(rng.uniform(0.05, 0.7) * seconds_left)  # the reference's pace; a loaded machine is slower
+            time.sleep(rng.uniform(0.05, 0.5) * seconds_left)  # the reference's pace; a loaded machine is slower
             if proc.poll() is None:
                 proc.send_signal({"sigkill": signal.SIGKILL, "sigterm": signal.SIGTERM, "sigint": signal.SIGINT}[kind])
         proc.wait(timeout=900)
@@ -148,8 +148,8 @@ def run_campaign(
     out: str | os.PathLike,
     dims: Sequence[int] = (2, 3),
     trainers: Sequence[str] = ("vqvae", "prior"),
-    kills: int = 4,
-    epochs: int = 40,
+    kills: int = 5,
+    epochs: int = 100,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Runs the campaign (see the module docstring) and writes ``out/fault_injection.json``.
@@ -215,7 +215,9 @@ def run_campaign(
                 )
                 event["lost_iterations"] = event["reached_iteration"] - event["checkpoint_iteration_after"]
                 events.append(event)
-                if event["exit_status"] == 0:
+                # the run ended before the signal came (it then lands while the process exits, see the docs)
+                event["finished_before_signal"] = event["checkpoint_iteration_after"] == epochs * epoch_length
+                if event["exit_status"] == 0 or event["finished_before_signal"]:
                     finished = True
                     break
             resumes = 0
@@ -261,8 +263,10 @@ def render_campaign(record: Mapping[str, Any]) -> str:
     ]
     for case in record["cases"]:
         for ev in case["interruptions"]:
-            line = ev["last_stderr_line"] if ev["exit_status"] not in (-9, 137) else ""
+            line = ev["last_stderr_line"] if ev["exit_status"] >= 0 else ""  # killed by the signal: no line
             line = (line[:90] + "...") if len(line) > 90 else line
+            if ev.get("finished_before_signal"):
+                line = "(the run had finished; the signal came while the process exited)"
             rows.append(
                 f"| {case['bundle']} | {case['trainer']} | {ev['kind']} | {ev['fault'] or ''} | {ev['exit_status']} | "
                 f"{ev['checkpoint_iteration_before']} -> {ev['checkpoint_iteration_after']} | {ev['reached_iteration']} | "
