@@ -1,7 +1,8 @@
 """The ``brainvq`` command line.
 
-Sub-commands report bad input as one line on stderr (``brainvq: error: <file or setting>: <reason>``) and exit
-with status 2, never with a traceback.
+Sub-commands report an error as one line on stderr (``brainvq: error: <file or setting>: <reason>``), never with a
+traceback unless ``BRAINVQ_DEBUG=1``, and exit with status 2 for bad input, 1 for a run that failed otherwise and
+130 when interrupted (see :mod:`brainvq_monai.utils.errors`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,13 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from brainvq_monai.utils.errors import BrainVQError, BrainVQInputError
+from brainvq_monai.utils.errors import (
+    BrainVQInputError,
+    exit_now,
+    find_brainvq_error,  # noqa: F401 - re-exported (the tests and callers import it from here)
+    quiet_library_tracebacks,
+    report_error,
+)
 
 __all__ = ["main", "build_parser", "find_brainvq_error"]
 
@@ -44,25 +51,6 @@ def _cmd_datalist(args: argparse.Namespace) -> int:
     print(format_summary(datalist))
     print(f"wrote {args.out}")
     return 0
-
-
-def find_brainvq_error(err: BaseException | None) -> BrainVQError | None:
-    """The :class:`BrainVQError` behind ``err``, following ``__cause__``/``__context__`` (MONAI's ``Compose`` and
-    Ignite re-raise transform errors wrapped in ``RuntimeError``).
-
-    Args:
-        err: the exception raised.
-
-    Returns:
-        the first ``BrainVQError`` in the chain, or ``None``.
-    """
-    seen: set[int] = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, BrainVQError):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -223,7 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``brainvq`` console script.
 
     Args:
-        argv: arguments (defaults to ``sys.argv[1:]``).
+        argv: arguments (defaults to ``sys.argv[1:]``). Called without them (the console script), a failed command
+            ends the process at once with its exit status (see :func:`~brainvq_monai.utils.errors.exit_now`).
 
     Returns:
         the process exit status.
@@ -231,17 +220,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    quiet_library_tracebacks()
     try:
         return func(args)
-    except Exception as err:  # noqa: BLE001 - bad input anywhere (even wrapped by MONAI's Compose) is one line
-        cause = find_brainvq_error(err)
-        if cause is None:
-            raise
-        print(f"brainvq: error: {cause}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("brainvq: interrupted", file=sys.stderr)
-        return 130
+    except (Exception, KeyboardInterrupt) as err:  # noqa: BLE001 - every failure is one line (BRAINVQ_DEBUG: traceback)
+        code = report_error(err)  # with BRAINVQ_DEBUG set, the traceback comes first
+        if argv is None:
+            exit_now(code)
+        return code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,108 +4,18 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from bundle_helpers import BUNDLES, run_cli, run_workflow, subprocess_env, tiny
 from conftest import REPO
 from monai.bundle import ConfigWorkflow, ckpt_export, verify_net_in_out
 
 pytestmark = pytest.mark.slow
 
-BUNDLES = {2: REPO / "bundles" / "brain_vqvae_2d", 3: REPO / "bundles" / "brain_vqvae_3d"}
 SCHEMA = REPO / "brainvq_monai" / "schemas" / "meta_schema.json"
-TINY_TRANSFORMER = {"attn_layers_dim": 16, "attn_layers_depth": 1, "attn_layers_heads": 2}
-TINY_PIXELCNN = {"channels": 8, "num_layers": 2, "kernel_size": 3}
-# the VQ-VAE's id in each config, and the prior's
-VQVAE_ID = {
-    "train_vqvae.json": "network_def",
-    "train_prior.json": "vqvae_def",
-    "evaluate.json": "vqvae_def",
-    "inference.json": "vqvae_def",
-}
-PRIOR_ID = {"train_prior.json": "network_def", "evaluate.json": "prior_def", "inference.json": "network_def"}
-
-
-def tiny(dims: int, config: str, root: Path, data: Path, prior: str = "transformer") -> dict:
-    """Overrides that shrink a config to a few seconds on CPU."""
-    arch = (
-        {"channels": [8, 16], "num_res_channels": [8, 16], "num_res_layers": 1}
-        if dims == 2
-        else {"channels": [8, 8, 16], "num_res_channels": [8, 8, 16], "num_res_layers": 1}
-    )
-    over = {
-        "bundle_root": str(root),
-        "output_dir": str(root / "runs"),
-        "ckpt_dir": str(root / "models"),
-        "dataset_dir": str(data),
-        "spatial_size": [32, 32] if dims == 2 else [16, 16, 16],
-        "num_embeddings": 16,
-        "embedding_dim": 8,
-        "batch_size": 8 if dims == 2 else 2,
-        "num_workers": 0,
-        "prior": prior,
-    }
-    if dims == 3:
-        over["pixdim"] = [8.0, 8.0, 8.0]
-    over.update({f"{VQVAE_ID[config]}#{k}": v for k, v in arch.items()})
-    if config in PRIOR_ID:
-        over[f"{PRIOR_ID[config]}#{prior}"] = TINY_TRANSFORMER if prior == "transformer" else TINY_PIXELCNN
-    if config.startswith("train"):
-        over["train#trainer#max_epochs"] = 1
-    if config == "train_prior.json":
-        over["num_preview_samples"] = 2
-    if config == "inference.json":
-        over["num_samples"] = 2
-    return over
-
-
-TRAIN_IDS = (
-    "bundle_root",
-    "device",
-    "dataset_dir",
-    "datalist",
-    "output_dir",
-    "ckpt_dir",
-    "network_def",
-    "val_interval",
-)
-TRAIN_IDS += ("train#dataset", "train#trainer", "train#trainer#max_epochs", "train#handlers", "train#inferer")
-TRAIN_IDS += ("validate#evaluator", "validate#handlers")
-
-
-def run_workflow(dims: int, config: str, overrides: dict) -> ConfigWorkflow:
-    """Runs a config through ``ConfigWorkflow``; training configs are first checked as MONAI "train" workflows."""
-    cfg = BUNDLES[dims] / "configs"
-    is_train = config.startswith("train")
-    workflow = ConfigWorkflow(
-        config_file=str(cfg / config),
-        meta_file=str(cfg / "metadata.json"),
-        logging_file=str(cfg / "logging.conf"),
-        workflow_type="train" if is_train else None,
-        **overrides,
-    )
-    workflow.initialize()
-    if is_train:
-        assert not workflow.check_properties()  # None or [] : no required property missing
-        for config_id in TRAIN_IDS:
-            assert config_id in workflow.parser, f"{config}: no {config_id}"
-    workflow.run()
-    workflow.finalize()
-    return workflow
-
-
-def run_cli(dims: int, config: str, overrides: dict, launcher: tuple = (sys.executable, "-m")) -> None:
-    cfg = BUNDLES[dims] / "configs"
-    args = [*launcher, "monai.bundle", "run", "--config_file", str(cfg / config)]
-    for k, v in overrides.items():
-        args += [f"--{k}", json.dumps(v) if not isinstance(v, str) else v]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(args, capture_output=True, text=True, env=env, cwd=str(REPO), timeout=600)
-    assert proc.returncode == 0, f"{config} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
 
 
 def test_verify_metadata_offline(tmp_path):
@@ -124,6 +34,7 @@ def test_verify_metadata_offline(tmp_path):
             ],
             capture_output=True,
             text=True,
+            env=subprocess_env(),
             timeout=300,
         )
         assert proc.returncode == 0 and "verified with no error" in proc.stdout + proc.stderr, proc.stderr[-2000:]
@@ -168,7 +79,7 @@ def test_2d_workflow_outputs(trained_2d):
     root = trained_2d
     models = {p.name for p in (root / "models").iterdir()}
     assert {"vqvae.pt", "vqvae_last.pt", "prior_transformer.pt", "prior_pixelcnn.pt"} <= models
-    last = torch.load(root / "models" / "vqvae_last.pt", weights_only=False)
+    last = torch.load(root / "models" / "vqvae_last.pt", weights_only=True)
     assert {"model", "optimizer", "trainer", "lr_scheduler"} <= set(last)
     metrics = json.loads((root / "runs" / "metrics.json").read_text())
     rec, prior = metrics["reconstruction"]["metrics"], metrics["prior"]["metrics"]
@@ -201,15 +112,15 @@ def test_adversarial_term_from_the_config(demo_cohort, tmp_path):
     workflow = run_workflow(2, "train_vqvae.json", over)
     output = workflow.parser.get_parsed_content("train#trainer").state.output
     assert "discriminator_loss" in output and "generator_loss" in output
-    last = torch.load(tmp_path / "models" / "vqvae_last.pt", weights_only=False)
+    last = torch.load(tmp_path / "models" / "vqvae_last.pt", weights_only=True)
     assert {"discriminator", "discriminator_optimizer"} <= set(last)
 
 
 def test_resume_from_last_checkpoint(trained_2d, demo_cohort):
     over = tiny(2, "train_vqvae.json", trained_2d, demo_cohort)
-    first = torch.load(trained_2d / "models" / "vqvae_last.pt", weights_only=False)["trainer"]
+    first = torch.load(trained_2d / "models" / "vqvae_last.pt", weights_only=True)["trainer"]
     run_workflow(2, "train_vqvae.json", {**over, "resume": True, "train#trainer#max_epochs": 2})
-    second = torch.load(trained_2d / "models" / "vqvae_last.pt", weights_only=False)["trainer"]
+    second = torch.load(trained_2d / "models" / "vqvae_last.pt", weights_only=True)["trainer"]
     # ignite keeps the iteration count: the resumed run continued from epoch 1 and ran exactly one more epoch
     assert first["max_epochs"] == 1 and second["max_epochs"] == 2
     assert first["iteration"] == first["epoch_length"] and second["iteration"] == 2 * first["iteration"]
@@ -330,6 +241,8 @@ def test_torchrun_gloo_two_ranks_identical_codebook(demo_cohort, tmp_path):
                 "finalize": [
                     "$torch.save(@network_def.ema_quantizer.embedding.weight.detach().cpu().clone(), "
                     "@ckpt_dir + '/codebook_rank' + str(torch.distributed.get_rank()) + '.pt')",
+                    "$torch.save(@train#trainer.state.iteration, "
+                    "@ckpt_dir + '/iteration_rank' + str(torch.distributed.get_rank()) + '.pt')",
                     "$torch.distributed.destroy_process_group()",
                 ]
             }
@@ -344,15 +257,24 @@ def test_torchrun_gloo_two_ranks_identical_codebook(demo_cohort, tmp_path):
         args += ["monai.bundle", "run", "--config_file", files]
         for k, v in over.items():
             args += [f"--{k}", json.dumps(v) if not isinstance(v, str) else v]
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-        proc = subprocess.run(args, capture_output=True, text=True, env=env, cwd=str(REPO), timeout=600)
+        proc = subprocess.run(args, capture_output=True, text=True, env=subprocess_env(), cwd=str(REPO), timeout=600)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     torchrun_two_ranks("train_vqvae.json")
-    a = torch.load(tmp_path / "models" / "codebook_rank0.pt")
-    b = torch.load(tmp_path / "models" / "codebook_rank1.pt")
+    a = torch.load(tmp_path / "models" / "codebook_rank0.pt", weights_only=True)
+    b = torch.load(tmp_path / "models" / "codebook_rank1.pt", weights_only=True)
     assert torch.equal(a, b)
     assert (tmp_path / "models" / "vqvae_last.pt").is_file()  # rank 0 saved the checkpoint
+
+    # --resume true with one more epoch: every rank loads the last checkpoint (rank 0 alone writes it), so both
+    # continue at epoch 2 in step (a rank that started afresh would run two epochs and leave its peer waiting)
+    epoch_length = torch.load(tmp_path / "models" / "vqvae_last.pt", weights_only=True)["meta"]["epoch_length"]
+    torchrun_two_ranks("train_vqvae.json", {"resume": "true", "train#trainer#max_epochs": 2})
+    its = [torch.load(tmp_path / "models" / f"iteration_rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert its == [2 * epoch_length] * 2
+    assert torch.load(tmp_path / "models" / "vqvae_last.pt", weights_only=True)["meta"]["epoch"] == 2
+    a = torch.load(tmp_path / "models" / "codebook_rank0.pt", weights_only=True)
+    assert torch.equal(a, torch.load(tmp_path / "models" / "codebook_rank1.pt", weights_only=True))
 
     # the prior on the same ranks: codes_dataloader batches the DistributedSampler's shard, DDP keeps weights equal
     check.write_text(
@@ -370,9 +292,11 @@ def test_torchrun_gloo_two_ranks_identical_codebook(demo_cohort, tmp_path):
     )
     # two epochs under a time budget: the ranks agree on the (slowest rank's) elapsed time, so they cap alike
     torchrun_two_ranks("train_prior.json", {"time_budget_s": 3600, "train#trainer#max_epochs": 2})
-    p0 = torch.load(tmp_path / "models" / "prior_rank0.pt")
-    p1 = torch.load(tmp_path / "models" / "prior_rank1.pt")
+    p0 = torch.load(tmp_path / "models" / "prior_rank0.pt", weights_only=True)
+    p1 = torch.load(tmp_path / "models" / "prior_rank1.pt", weights_only=True)
     assert p0.keys() == p1.keys() and all(torch.equal(p0[k], p1[k]) for k in p0)
     n_train = len(json.loads((tmp_path / "runs" / "datalist_adni.json").read_text())["training"])
-    batches = torch.load(tmp_path / "models" / "batches_rank0.pt")
-    assert batches == torch.load(tmp_path / "models" / "batches_rank1.pt") == -(-n_train // 2) // 4  # half each
+    batches = torch.load(tmp_path / "models" / "batches_rank0.pt", weights_only=True)
+    assert (
+        batches == torch.load(tmp_path / "models" / "batches_rank1.pt", weights_only=True) == -(-n_train // 2) // 4
+    )  # half each

@@ -22,7 +22,9 @@ from brainvq_monai.utils.errors import BrainVQInputError
 
 
 # ------------------------------------------------------------------------------------------------ time budget
-def _run_with_budget(monkeypatch, budget, max_epochs=50, seconds_per_iteration=1.0, first_epoch_extra=0.0):
+def _run_with_budget(
+    monkeypatch, budget, max_epochs=50, seconds_per_iteration=1.0, first_epoch_extra=0.0, resume_at_epoch=0
+):
     clock = {"t": 0.0}
     monkeypatch.setattr("brainvq_monai.handlers.budget.time.perf_counter", lambda: clock["t"])
 
@@ -36,6 +38,8 @@ def _run_with_budget(monkeypatch, budget, max_epochs=50, seconds_per_iteration=1
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max_epochs)
     engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: sched.step())
     TimeBudgetHandler(budget, sched).attach(engine)
+    if resume_at_epoch:  # as TrainingCheckpointHandler restores a run before the trainer starts
+        engine.load_state_dict({"iteration": 2 * resume_at_epoch, "epoch_length": 2, "max_epochs": max_epochs})
     engine.run(range(2), max_epochs=max_epochs)  # 2 iterations per epoch
     return engine, sched, opt
 
@@ -52,6 +56,12 @@ def test_time_budget_discounts_a_slow_first_epoch_and_never_exceeds_max_epochs(m
     assert engine.state.epoch == 6  # 10 s + 5 more epochs of 2 s
     engine, sched, _ = _run_with_budget(monkeypatch, budget=1000.0, max_epochs=7)
     assert engine.state.epoch == 7 and sched.T_max == 7  # the budget never raises the configured maximum
+
+
+def test_time_budget_of_a_resumed_run_counts_from_where_it_resumed(monkeypatch):
+    engine, sched, opt = _run_with_budget(monkeypatch, budget=21.0, resume_at_epoch=4)
+    assert engine.state.epoch == 14  # each session has its own budget: 10 more epochs of 2 s after epoch 4
+    assert sched.T_max == 14
 
 
 def test_no_budget_is_a_no_op_and_bad_budgets_are_named(monkeypatch):

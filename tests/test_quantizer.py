@@ -269,7 +269,7 @@ def test_ddp_codebook_identical_across_ranks(tmp_path):
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
     args = (world, str(tmp_path / "pg_init"), str(tmp_path))
     mp.start_processes(_ddp_worker, args=args, nprocs=world, join=True, start_method=method)
-    states = [torch.load(tmp_path / f"rank{r}.pt") for r in range(world)]
+    states = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(world)]
     assert sum(states[0]["restarted"]) > 0, "the scenario must exercise dead-code restarts"
     assert states[0]["restarted"] == states[1]["restarted"]
     for name in ("embedding.weight", "ema_w", "ema_cluster_size", "initialized", "num_updates"):

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from brainvq_monai.utils.errors import BrainVQInputError
+from brainvq_monai.utils.io import atomic_write_json
 
 __all__ = [
     "ABLATION_BASE",
@@ -262,9 +263,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    atomic_write_json(path, data, default=str)
 
 
 def _curve(series: Mapping[str, Any], tag: str) -> dict[str, Any] | None:

@@ -19,6 +19,7 @@ from brainvq_monai.apps.run_loader import run_config_from_settings, write_run_co
 from brainvq_monai.bundle.utils import default_bundle_root
 from brainvq_monai.data.demo import validate_demo_settings
 from brainvq_monai.utils.errors import BrainVQInputError
+from brainvq_monai.utils.io import atomic_write_json
 
 __all__ = [
     "DEMO_SETTINGS",
@@ -330,7 +331,7 @@ def run_demo(
         "seconds": {**timings, "total": round(time.time() - t0, 1)},
         "results": metrics,
     }
-    (out_path / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_json(out_path / "demo_summary.json", summary)
     if "report" not in stages:
         return summary
     from brainvq_monai.apps.generation_eval import run_generation_eval
@@ -354,7 +355,7 @@ def run_demo(
     generation_file = out_path / "generation_metrics.json"
     if generation_file.is_file():
         summary["generation_metrics"] = str(generation_file)
-    (out_path / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_json(out_path / "demo_summary.json", summary)
     return summary
 
 

@@ -10,7 +10,6 @@ summary table and writes ``RUN_DIR/generation_metrics.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -36,6 +35,7 @@ from brainvq_monai.networks.nets.feature_net import (
     train_feature_net,
 )
 from brainvq_monai.utils.errors import BrainVQInputError
+from brainvq_monai.utils.io import atomic_write_json
 
 __all__ = [
     "GENERATION_METRICS",
@@ -449,7 +449,7 @@ def run_generation_eval(
     }
     if write:
         path = Path(run.run_dir) / GENERATION_METRICS
-        path.write_text(json.dumps(result, indent=2) + "\n")
+        atomic_write_json(path, result)
         result["file"] = str(path)
     if verbose:
         print(format_summary(result), file=sys.stderr, flush=True)

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from brainvq_monai.utils.errors import BrainVQInputError
+from brainvq_monai.utils.io import atomic_write_json
 
 __all__ = ["RUN_CONFIG", "RunArtifacts", "load_run", "run_config_from_settings", "write_run_config"]
 
@@ -94,10 +95,7 @@ def write_run_config(run_dir: str | os.PathLike, config: Mapping[str, Any]) -> P
     Returns:
         the written path.
     """
-    path = Path(os.fspath(run_dir)) / RUN_CONFIG
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(dict(config), indent=2) + "\n")
-    return path
+    return atomic_write_json(Path(os.fspath(run_dir)) / RUN_CONFIG, dict(config))
 
 
 @dataclass

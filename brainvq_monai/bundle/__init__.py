@@ -1,6 +1,8 @@
 from .anomaly import save_anomaly_outputs
+from .checks import check_datalist, check_settings
 from .samples import generate_samples, reference_affine
 from .utils import (
+    as_bool,
     default_bundle_root,
     encode_codes,
     ensure_datalist,
@@ -11,6 +13,9 @@ from .utils import (
 )
 
 __all__ = [
+    "as_bool",
+    "check_datalist",
+    "check_settings",
     "default_bundle_root",
     "encode_codes",
     "ensure_datalist",

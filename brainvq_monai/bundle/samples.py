@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -15,6 +14,7 @@ import torch
 from brainvq_monai.data.writers import save_image
 from brainvq_monai.inferers.prior_inferer import AutoregressivePriorInferer
 from brainvq_monai.utils.errors import BrainVQInputError
+from brainvq_monai.utils.io import atomic_write_json
 
 __all__ = ["generate_samples", "reference_affine"]
 
@@ -124,5 +124,5 @@ def generate_samples(
         "seed": seed,
         "files": [p.name for p in written],
     }
-    (out / "samples.json").write_text(json.dumps(settings, indent=2) + "\n")
+    atomic_write_json(out / "samples.json", settings)
     return written

@@ -13,8 +13,13 @@ from typing import Any
 import torch
 
 from brainvq_monai.utils.errors import BrainVQInputError
+from brainvq_monai.utils.io import atomic_write_text, load_torch_file
+from brainvq_monai.utils.rng import preserved_rng
+from brainvq_monai.utils.settings import as_bool
+from brainvq_monai.utils.state import load_state_dict_checked
 
 __all__ = [
+    "as_bool",
     "default_bundle_root",
     "ensure_datalist",
     "load_network",
@@ -25,8 +30,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-_DEMO_MARKER = "demo_cohort.json"
 
 
 def default_bundle_root(name: str) -> str:
@@ -51,30 +54,55 @@ def _data_root(dataset_dir: Path, data_format: str) -> Path:
     return dataset_dir
 
 
+# what each format's dataset_dir holds, for the error of a missing or empty folder
+_EXPECTED = {
+    "adni": "an ADNI folder (AD_NC/{train,test}/{AD,NC}/<patient>_<slice>.jpeg)",
+    "oasis": "an OASIS folder (keras_png_slices_train/, keras_png_slices_validate/, keras_png_slices_test/)",
+    "nifti": "NIfTI volumes (*.nii.gz, with participants.tsv for labels)",
+}
+
+
+def _check_datalist_object(data: Any, path: Path) -> None:
+    if not isinstance(data, Mapping):
+        kind = "an empty list" if data == [] else f"a JSON {type(data).__name__}"
+        raise BrainVQInputError(
+            path, f"expected a JSON object with 'training', 'validation' and 'test' lists, got {kind}"
+        )
+    for split in ("training", "validation"):
+        if split not in data:
+            raise BrainVQInputError(path, f"has no '{split}' list (keys: {', '.join(map(str, data)) or 'none'})")
+    for split in ("training", "validation", "test"):
+        if split in data and not isinstance(data[split], list):
+            raise BrainVQInputError(path, f"'{split}' must be a list of items, got a {type(data[split]).__name__}")
+
+
 def ensure_datalist(
     datalist: str | os.PathLike,
     dataset_dir: str | os.PathLike,
     data_format: str = "adni",
     slices: str | None = None,
-    create_demo: bool = True,
+    create_demo: bool | str = False,
     demo_subjects: int = 20,
     seed: int = 0,
     val_fraction: float = 0.2,
 ) -> dict[str, Any]:
-    """Loads the datalist, building it (and, for an absent data folder, the demo cohort) when needed.
+    """Loads the datalist, building it from ``dataset_dir`` when it does not exist yet.
 
-    * ``datalist`` exists: it is loaded; its ``root`` must lie in ``dataset_dir`` (else a one-line error: a
-      datalist for other data was given).
-    * otherwise, when ``dataset_dir`` is missing or empty and ``create_demo``: the synthetic demo cohort is written
-      there (``brainvq demo-data``); then the datalist is built (``brainvq datalist``) and written to ``datalist``.
-      A user's data folder is only read.
+    * ``datalist`` exists: it is loaded and its structure checked (a JSON object with ``training`` and
+      ``validation`` lists); its ``root`` must lie in ``dataset_dir`` (else a one-line error: a datalist for other
+      data was given).
+    * otherwise the datalist is built from ``dataset_dir`` (``brainvq datalist``) and written to ``datalist``. A
+      missing, empty or mistyped ``dataset_dir`` is a one-line error naming it, what was expected there and the
+      command that makes demo data; the demo cohort is only created there when ``create_demo`` asks for it (config
+      ID ``create_demo_data``), never as a fallback. A user's data folder is only read.
 
     Args:
         datalist: path of the datalist JSON.
-        dataset_dir: dataset folder (the demo cohort root, or OASIS / ADNI / NIfTI data).
+        dataset_dir: dataset folder (OASIS / ADNI / NIfTI data, or the demo cohort).
         data_format: ``"oasis"``, ``"adni"`` or ``"nifti"``.
         slices: ``"axial"`` to list the axial slices of NIfTI volumes (2D bundle), ``None`` for volumes.
-        create_demo: create the demo cohort when ``dataset_dir`` is missing or empty.
+        create_demo: create the synthetic demo cohort in ``dataset_dir`` when it is missing or empty (``true`` /
+            ``false``, also as strings).
         demo_subjects: subjects in a created demo cohort.
         seed: seed of the demo cohort and of the split.
         val_fraction: validation fraction of the split.
@@ -84,6 +112,7 @@ def ensure_datalist(
     """
     from brainvq_monai.data.datalist import build_datalist, format_summary, write_datalist
 
+    create_demo = as_bool(create_demo, "create_demo_data")
     datalist_path = Path(os.path.abspath(os.fspath(datalist)))
     data_dir = Path(os.path.abspath(os.fspath(dataset_dir)))
     if datalist_path.is_file():
@@ -92,56 +121,76 @@ def ensure_datalist(
                 loaded = json.load(f)
             except json.JSONDecodeError as err:
                 raise BrainVQInputError(datalist_path, f"not valid JSON ({err.msg}, line {err.lineno})") from None
+        _check_datalist_object(loaded, datalist_path)
         root = loaded.get("root")
         if root and not Path(root).resolve().is_relative_to(data_dir.resolve()):
             raise BrainVQInputError(
                 datalist_path, f"lists data under {root}, not under dataset_dir {data_dir}; pass a matching --datalist"
             )
         return loaded
-    empty = not data_dir.exists() or (data_dir.is_dir() and not any(data_dir.iterdir()))
+    if data_dir.exists() and not data_dir.is_dir():
+        raise BrainVQInputError(data_dir, "dataset_dir is a file; it must be the folder of the dataset")
+    empty = not data_dir.exists() or not any(data_dir.iterdir())
     if empty:
         if not create_demo:
-            raise BrainVQInputError(data_dir, "dataset_dir is missing or empty")
+            state = "does not exist" if not data_dir.exists() else "is empty"
+            expected = _EXPECTED.get(str(data_format), "a dataset folder")
+            raise BrainVQInputError(
+                data_dir,
+                f"dataset_dir {state}; expected {expected} for data_format {data_format!r}; "
+                f"make demo data with `brainvq demo-data --out {data_dir}` (or pass --create_demo_data true)",
+            )
         from brainvq_monai.data.demo import make_demo_cohort
 
-        logger.info(f"dataset_dir {data_dir} is empty: creating the demo cohort there")
+        logger.info(f"create_demo_data: creating the demo cohort in {data_dir}")
         make_demo_cohort(data_dir, subjects=demo_subjects, seed=seed)
-    built = build_datalist(
-        data_format, _data_root(data_dir, data_format), val_fraction=val_fraction, seed=seed, slices=slices
-    )
+    try:
+        built = build_datalist(
+            data_format, _data_root(data_dir, data_format), val_fraction=val_fraction, seed=seed, slices=slices
+        )
+    except BrainVQInputError as err:
+        if err.where == "format":
+            raise BrainVQInputError("data_format", err.reason) from None
+        raise BrainVQInputError(err.where, err.reason.replace("(--format ", "(--data_format ")) from None
     write_datalist(built, datalist_path)
     logger.info(f"wrote {datalist_path}\n{format_summary(built)}")
     return built
 
 
 def load_network(
-    network: torch.nn.Module, checkpoint: str | os.PathLike, device: str | torch.device | None = None
+    network: torch.nn.Module,
+    checkpoint: str | os.PathLike,
+    device: str | torch.device | None = None,
+    config_id: str = "network_def",
 ) -> torch.nn.Module:
-    """Loads weights into ``network`` from a MONAI ``CheckpointSaver`` file or a plain state dict.
+    """Loads weights into ``network`` from a checkpoint of this toolkit, a MONAI ``CheckpointSaver`` file or a plain
+    state dict (``weights_only`` loading).
 
     Args:
         network: the network (its architecture must match).
         checkpoint: ``.pt`` file: a state dict, or a dict with one of ``"model"``, ``"network"``, ``"state_dict"``.
         device: move the network there.
+        config_id: the config ID that defines ``network`` (``vqvae_def``, ``prior_def``, ...), named when the
+            checkpoint does not match it.
 
     Returns:
         the network, in eval mode.
+
+    Raises:
+        BrainVQInputError: a missing or unreadable file (empty, truncated, not a checkpoint), or one that does not
+            match the network (the message names the tensor, both shapes and the config ID to change).
     """
     path = os.fspath(checkpoint)
-    if not os.path.isfile(path):
+    if not os.path.isfile(path) and not os.path.isdir(path):
         raise BrainVQInputError(
             path, "checkpoint not found; train the model first (train_vqvae.json / train_prior.json)"
         )
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_torch_file(path, "checkpoint")
     for key in ("model", "network", "state_dict"):
         if isinstance(state, Mapping) and key in state and isinstance(state[key], Mapping):
             state = state[key]
             break
-    try:
-        network.load_state_dict(state)
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise BrainVQInputError(path, f"does not match the configured network: {first}") from None
+    load_state_dict_checked(network, state, path, config_id)
     if device is not None:
         network.to(device)
     return network.eval()
@@ -166,8 +215,9 @@ def encode_codes(
     batch_size: int = 16,
     num_workers: int = 0,
     cache_key: Any = None,
-    amp: bool = False,
-    channels_last: bool = False,
+    amp: bool | str = False,
+    channels_last: bool | str = False,
+    config_id: str = "vqvae_def",
 ) -> Any:
     """Encodes ``items`` into code maps once and caches them; reuses the cache while inputs are unchanged.
 
@@ -187,15 +237,18 @@ def encode_codes(
         cache_key: anything whose ``repr`` identifies the preprocessing settings.
         amp: bf16 autocast for the encoder (as in training on GPUs; part of the cache key).
         channels_last: channels-last input for the encoder.
+        config_id: the config ID of the VQ-VAE, named when its checkpoint does not match.
 
     Returns:
-        a :class:`~brainvq_monai.data.codes.CodesDataset`.
+        a :class:`~brainvq_monai.data.codes.CodesDataset`. The codes and then their key file are written atomically,
+        so an interrupted run leaves either a complete cache or one that the next run re-encodes.
     """
     from monai.data import DataLoader, Dataset
 
     from brainvq_monai.data.codes import CodesDataset
     from brainvq_monai.inferers.prior_inferer import AutoregressivePriorInferer, load_codes, save_codes
 
+    amp, channels_last = as_bool(amp, "amp"), as_bool(channels_last, "channels_last")
     if not items:
         raise BrainVQInputError(cache_file, "no items to encode (empty split)")
     ckpt = os.fspath(vqvae_checkpoint)
@@ -205,20 +258,24 @@ def encode_codes(
     cache = Path(os.fspath(cache_file))
     key_file = cache.with_suffix(cache.suffix + ".key")
     if cache.is_file() and key_file.is_file() and key_file.read_text().strip() == key:
-        return CodesDataset(load_codes(cache))
-    load_network(vqvae, ckpt, device)
-    loader = DataLoader(
-        Dataset(list(items), transform),
-        batch_size=batch_size,
-        num_workers=num_workers,
-        pin_memory=torch.device(device).type == "cuda",
-    )
-    batches = ({**b, "image": torch.as_tensor(b["image"]).as_tensor()} for b in loader)  # metadata not needed
-    encoded = AutoregressivePriorInferer().encode_dataset(
-        vqvae, batches, device=device, verbose=True, amp=amp, channels_last=channels_last
-    )
+        try:
+            return CodesDataset(load_codes(cache))
+        except BrainVQInputError as err:  # a damaged cache is re-encoded, not trusted
+            logger.warning(f"re-encoding: {err}")
+    load_network(vqvae, ckpt, device, config_id=config_id)
+    with preserved_rng():  # training after a fresh encoding draws the same random numbers as after a cached one
+        loader = DataLoader(
+            Dataset(list(items), transform),
+            batch_size=batch_size,
+            num_workers=num_workers,
+            pin_memory=torch.device(device).type == "cuda",
+        )
+        batches = ({**b, "image": torch.as_tensor(b["image"]).as_tensor()} for b in loader)  # metadata not needed
+        encoded = AutoregressivePriorInferer().encode_dataset(
+            vqvae, batches, device=device, verbose=True, amp=amp, channels_last=channels_last
+        )
     save_codes(encoded, cache)
-    key_file.write_text(key + "\n")
+    atomic_write_text(key_file, key + "\n")
     logger.info(f"encoded {len(encoded['codes'])} images into codes {tuple(encoded['codes'].shape[1:])} -> {cache}")
     return CodesDataset(encoded)
 
@@ -267,9 +324,10 @@ def perceptual_network(
             logger.info(f"retraining the perceptual network ({err})")
     images = torch.stack([torch.as_tensor(transform(dict(it))["image"]).float() for it in items])
     logger.info(f"training the perceptual network on {len(images)} training images ({epochs} epochs)")
-    net, history = train_feature_net(
-        images, None, None, epochs=epochs, seed=seed + 1000, feature_dim=64, position_weight=0.0
-    )
+    with preserved_rng():  # the VQ-VAE's training does not depend on whether this network was cached
+        net, history = train_feature_net(
+            images, None, None, epochs=epochs, seed=seed + 1000, feature_dim=64, position_weight=0.0
+        )
     save_feature_net(net, path, data_hash, {"task": "perceptual (flips + reconstruction)", **history})
     return net.to(device)
 
@@ -311,7 +369,7 @@ def training_prepare_batch(augment_on_device: bool, seed: int | None = None) -> 
     from brainvq_monai.engines.utils import prepare_images
     from brainvq_monai.transforms.batch import AugmentedPrepareBatch, RandBrainAugment
 
-    if not augment_on_device:
+    if not as_bool(augment_on_device, "augment_on_device"):
         return prepare_images
     if seed is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
         seed = int(seed) + torch.distributed.get_rank()

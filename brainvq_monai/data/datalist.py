@@ -10,7 +10,6 @@ never by slice, and no subject ever appears in two splits. The data folder is on
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import random
@@ -24,6 +23,7 @@ from typing import Any
 
 from brainvq_monai.data.image_io import brain_axial_slices, image_kind, validate_image
 from brainvq_monai.utils.errors import BrainVQInputError
+from brainvq_monai.utils.io import atomic_write_json
 
 __all__ = [
     "DATALIST_FORMATS",
@@ -693,16 +693,7 @@ def write_datalist(datalist: Mapping[str, Any], out: str | os.PathLike) -> Path:
         raise BrainVQInputError(out_path, f"is inside the data folder {root}; the data folder is never written")
     if out_path.is_dir():
         raise BrainVQInputError(out_path, "is a folder; give the path of a .json file")
-    tmp = out_path.with_name(f".{out_path.name}.tmp{os.getpid()}")
-    try:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(datalist, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, out_path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise BrainVQInputError(out_path, f"cannot write: {err.strerror or err}") from None
+    atomic_write_json(out_path, datalist)  # temporary file, sync, rename: never a partial datalist
     return out_path
 
 

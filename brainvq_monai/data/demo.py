@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from brainvq_monai.utils.errors import BrainVQInputError
+from brainvq_monai.utils.io import atomic_write_json
 
 __all__ = [
     "validate_demo_settings",
@@ -709,7 +710,7 @@ def make_demo_cohort(
         "seg_png_values": dict(zip(TISSUE_LABELS, SEG_PNG_VALUES)),
         "layouts": {"oasis": ".", "adni": "AD_NC", "nifti": "nifti"},
     }
-    (out / _MARKER).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")  # marks the folder as ours
+    atomic_write_json(out / _MARKER, meta)  # marks the folder as ours
 
     results: dict[int, dict[str, Any]] = {}
 
@@ -751,7 +752,7 @@ def make_demo_cohort(
     ]
     meta["complete"] = True
     (out / "README.txt").write_text(_readme(meta), encoding="utf-8")
-    (out / _MARKER).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(out / _MARKER, meta)  # "complete": the cohort is whole
 
     def count(split_key: str, splits: Sequence[str]) -> dict[str, dict[str, int]]:
         return {s: {g: sum(t[split_key] == s and t["group"] == g for t in tasks) for g in GROUPS} for s in splits}

@@ -14,6 +14,7 @@ from monai.utils import CommonKeys as Keys
 from torch.nn import functional as F
 
 from brainvq_monai.engines.utils import autocast, prepare_codes, prepare_images, to_channels_last, unwrap, vqvae_forward
+from brainvq_monai.utils.settings import as_bool
 
 __all__ = ["VQVAEEvaluator", "PriorEvaluator"]
 
@@ -37,6 +38,7 @@ class _BrainVQEvaluator(SupervisedEvaluator):
         amp: bool = False,
         channels_last: bool = False,
     ) -> None:
+        amp, channels_last = as_bool(amp, "amp"), as_bool(channels_last, "channels_last")
         extra: dict[str, Any] = {} if metric_cmp_fn is None else {"metric_cmp_fn": metric_cmp_fn}
         super().__init__(
             device=torch.device(device),

@@ -12,6 +12,7 @@ from monai.inferers import Inferer, SimpleInferer
 from torch.optim import Optimizer
 
 from brainvq_monai.engines.utils import compile_network
+from brainvq_monai.utils.settings import as_bool
 
 __all__ = ["BrainVQTrainer"]
 
@@ -62,6 +63,7 @@ class BrainVQTrainer(SupervisedTrainer):
         optim_set_to_none: bool = True,
         **kwargs: Any,
     ) -> None:
+        amp, compile = as_bool(amp, "amp"), as_bool(compile, "compile")
         if compile:
             compile_network(network, **(compile_kwargs or {}))
         if kwargs.get("metric_cmp_fn") is None:

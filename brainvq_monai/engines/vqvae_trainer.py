@@ -12,6 +12,7 @@ from torch.optim import Optimizer
 
 from brainvq_monai.engines.trainer import BrainVQTrainer
 from brainvq_monai.engines.utils import autocast, prepare_images, to_channels_last, vqvae_forward
+from brainvq_monai.utils.settings import as_bool
 
 __all__ = ["VQVAETrainer"]
 
@@ -66,6 +67,7 @@ class VQVAETrainer(BrainVQTrainer):
         prepare_batch: Callable = prepare_images,
         **kwargs: Any,
     ) -> None:
+        channels_last = as_bool(channels_last, "channels_last")
         if discriminator is not None and (discriminator_optimizer is None or adversarial_loss is None):
             raise ValueError("discriminator: needs discriminator_optimizer and adversarial_loss as well")
         super().__init__(

@@ -1,4 +1,5 @@
 from .budget import TimeBudgetHandler, ValidationHandler
+from .checkpoint import BestCheckpointSaver, TrainingCheckpointHandler
 from .metrics import MetricsJSONWriter, MultiScaleSSIMHandler, SSIMHandler, batch_item_names
 from .tensorboard import (
     CodebookTensorBoardHandler,
@@ -10,6 +11,7 @@ from .tensorboard import (
 from .writer import NullSummaryWriter, handlers_for_rank, summary_writer
 
 __all__ = [
+    "BestCheckpointSaver",
     "CodebookTensorBoardHandler",
     "LearningRateTensorBoardHandler",
     "LossTensorBoardHandler",
@@ -20,6 +22,7 @@ __all__ = [
     "ReconstructionGridHandler",
     "SSIMHandler",
     "TimeBudgetHandler",
+    "TrainingCheckpointHandler",
     "ValidationHandler",
     "batch_item_names",
     "handlers_for_rank",

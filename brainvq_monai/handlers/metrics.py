@@ -15,6 +15,7 @@ from monai.handlers import IgniteMetricHandler
 from monai.metrics import SSIMMetric
 
 from brainvq_monai.metrics.ssim import multiscale_ssim_metric
+from brainvq_monai.utils.io import atomic_write_json
 
 __all__ = ["SSIMHandler", "MultiScaleSSIMHandler", "MetricsJSONWriter", "batch_item_names"]
 
@@ -117,11 +118,7 @@ class MetricsJSONWriter:
             "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             **_jsonable(self.extra),
         }
-        os.makedirs(os.path.dirname(os.path.abspath(self.filepath)), exist_ok=True)
-        tmp = f"{self.filepath}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-        os.replace(tmp, self.filepath)
+        atomic_write_json(self.filepath, data, sort_keys=True)
 
 
 def batch_item_names(batch: Mapping[str, Any], image_key: str = "image", slice_key: str = "slice") -> list[dict]:

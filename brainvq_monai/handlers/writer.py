@@ -10,6 +10,8 @@ from typing import Any
 import torch.distributed as dist
 from torch.utils.tensorboard import SummaryWriter
 
+from brainvq_monai.utils.errors import register_exit_flush
+
 __all__ = ["NullSummaryWriter", "handlers_for_rank", "summary_writer"]
 
 
@@ -32,7 +34,9 @@ def summary_writer(log_dir: str | os.PathLike, **kwargs: Any) -> SummaryWriter |
     """
     if dist.is_available() and dist.is_initialized() and dist.get_rank() > 0:
         return NullSummaryWriter()
-    return SummaryWriter(log_dir=os.fspath(log_dir), **kwargs)
+    writer = SummaryWriter(log_dir=os.fspath(log_dir), **kwargs)
+    register_exit_flush(writer.flush)  # a run that fails or is interrupted keeps the events logged so far
+    return writer
 
 
 def _rank() -> int:
@@ -45,6 +49,8 @@ def handlers_for_rank(handlers: Sequence[Any], rank: int | None = None) -> list[
     Every rank must take the same training decisions (learning-rate steps, time-budget caps, validation epochs, whose
     collectives all ranks join), while logging, TensorBoard, progress bars, metric files and checkpoints are written
     once, by rank 0. Selecting by type, not by position, keeps multi-GPU configs right when a config adds a handler.
+    The resumable checkpoint handlers (``TrainingCheckpointHandler``, ``BestCheckpointSaver``) are kept on every rank:
+    they write only on rank 0 themselves, and every rank must load the last checkpoint when a run resumes.
 
     Args:
         handlers: the single-process handler list of a config.

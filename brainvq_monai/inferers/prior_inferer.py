@@ -24,6 +24,7 @@ from brainvq_monai.inferers.anomaly import HealResult, anomaly_map, heal
 from brainvq_monai.inferers.sampling import sample_codes, token_nll
 from brainvq_monai.networks.nets.prior import AutoregressivePrior
 from brainvq_monai.utils.errors import BrainVQInputError
+from brainvq_monai.utils.io import atomic_torch_save, load_torch_file
 from brainvq_monai.utils.tensors import as_generator, device_of
 
 __all__ = ["AutoregressivePriorInferer", "load_codes", "save_codes"]
@@ -45,7 +46,7 @@ def _eval_mode(*modules: nn.Module | None) -> Iterator[None]:
 
 
 def save_codes(encoded: Mapping[str, Any], path: str | os.PathLike) -> None:
-    """Saves the output of :meth:`AutoregressivePriorInferer.encode_dataset` with ``torch.save``.
+    """Saves the output of :meth:`AutoregressivePriorInferer.encode_dataset` with ``torch.save``, atomically.
 
     Args:
         encoded: dict with ``codes`` (long ``(N, *latent)``), ``labels`` (long ``(N,)`` or ``None``) and
@@ -53,9 +54,7 @@ def save_codes(encoded: Mapping[str, Any], path: str | os.PathLike) -> None:
         path: destination file (parent folders are created).
     """
     _check_codes(encoded, "encoded")
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    torch.save({k: encoded[k] for k in _CODE_KEYS}, path)
+    atomic_torch_save({k: encoded[k] for k in _CODE_KEYS}, path)
 
 
 def load_codes(path: str | os.PathLike) -> dict[str, Any]:
@@ -65,12 +64,7 @@ def load_codes(path: str | os.PathLike) -> dict[str, Any]:
         BrainVQInputError: if the file is missing or does not hold a valid code dict.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise BrainVQInputError(path, "code file not found")
-    try:
-        encoded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad input file
-        raise BrainVQInputError(path, f"cannot be read as a code file ({type(err).__name__})") from err
+    encoded = load_torch_file(path, "code file")
     _check_codes(encoded, path)
     return dict(encoded)
 

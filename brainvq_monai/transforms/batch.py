@@ -168,6 +168,34 @@ class RandBrainAugment:
         self._generators = {}
         return self
 
+    def state_dict(self) -> dict[str, Any]:
+        """The state of the random draws (seed and generator states), for exact resumption of a training run.
+
+        Returns:
+            ``{"seed": ..., "generators": {device: state}, "generator": state or None}`` (tensors and plain data).
+        """
+        return {
+            "seed": self._seed,
+            "generators": {str(dev): gen.get_state() for dev, gen in self._generators.items()},
+            "generator": None if self._generator is None else self._generator.get_state(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restores :meth:`state_dict`: later draws continue exactly where the saved ones stopped.
+
+        Args:
+            state: from :meth:`state_dict`.
+        """
+        self._seed = None if state.get("seed") is None else int(state["seed"])
+        self._generators = {}
+        for dev, gen_state in dict(state.get("generators") or {}).items():
+            device = torch.device(dev)
+            gen = torch.Generator(device=device)
+            gen.set_state(gen_state)
+            self._generators[device] = gen
+        if state.get("generator") is not None and self._generator is not None:
+            self._generator.set_state(state["generator"])
+
     def _get_generator(self, device: torch.device) -> torch.Generator | None:
         if self._generator is not None:
             if self._generator.device.type != device.type:
@@ -332,6 +360,23 @@ class AugmentedPrepareBatch:
             prepare_batch = prepare_images
         self.augment = RandBrainAugment() if augment is None else augment
         self.prepare_batch = prepare_batch
+
+    def state_dict(self) -> dict[str, Any]:
+        """The augmentation's random state (see :meth:`RandBrainAugment.state_dict`), or ``{}``.
+
+        Returns:
+            ``{"augment": ...}`` when the augmentation has a state.
+        """
+        return {"augment": self.augment.state_dict()} if hasattr(self.augment, "state_dict") else {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restores :meth:`state_dict`.
+
+        Args:
+            state: from :meth:`state_dict`.
+        """
+        if "augment" in state and hasattr(self.augment, "load_state_dict"):
+            self.augment.load_state_dict(state["augment"])
 
     def __call__(
         self, batchdata: Mapping, device: torch.device | str | None = None, non_blocking: bool = False, **kwargs: Any

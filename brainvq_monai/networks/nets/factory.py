@@ -7,6 +7,7 @@ from typing import Any
 
 from brainvq_monai.networks.nets.prior import AutoregressivePrior
 from brainvq_monai.utils.errors import BrainVQInputError
+from brainvq_monai.utils.settings import as_bool
 
 __all__ = ["PRIORS", "build_prior"]
 
@@ -48,6 +49,8 @@ def build_prior(
         return GatedPixelCNN(spatial_dims, num_embeddings, num_classes, **dict(pixelcnn or {}))
     if prior == "transformer":
         args = dict(transformer or {})
+        if "use_checkpointing" in args:
+            args["use_checkpointing"] = as_bool(args["use_checkpointing"], "activation_checkpointing")
         if int(args.get("block_size", 1)) > 1:
             from brainvq_monai.networks.nets.block_prior import BlockTransformerPrior
 

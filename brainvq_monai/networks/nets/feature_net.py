@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from brainvq_monai.utils.errors import BrainVQInputError
+from brainvq_monai.utils.io import atomic_torch_save, load_torch_file
 
 __all__ = [
     "FEATURE_NET_VERSION",
@@ -323,9 +324,7 @@ def save_feature_net(
         data_hash: :func:`items_hash` of the training items.
         meta: extra JSON-able information (training history, split name, ...).
     """
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    torch.save(
+    atomic_torch_save(
         {
             "version": FEATURE_NET_VERSION,
             "data_hash": data_hash,
@@ -333,7 +332,7 @@ def save_feature_net(
             "state_dict": net.state_dict(),
             "meta": json.loads(json.dumps(dict(meta or {}), default=str)),
         },
-        path,
+        os.fspath(path),
     )
 
 
@@ -356,10 +355,7 @@ def load_feature_net(
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise BrainVQInputError(path, "feature network file not found")
-    try:
-        saved = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad input file
-        raise BrainVQInputError(path, f"cannot be read as a feature network ({type(err).__name__})") from err
+    saved = load_torch_file(path, "feature network", map_location=map_location)
     if not isinstance(saved, Mapping) or "state_dict" not in saved:
         raise BrainVQInputError(path, "not a feature network file (no state_dict)")
     if saved.get("version") != FEATURE_NET_VERSION:

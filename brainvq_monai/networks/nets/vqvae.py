@@ -12,6 +12,7 @@ from torch import nn
 
 from brainvq_monai.networks.layers.quantizer import RobustEMAQuantizer, RobustVectorQuantizer
 from brainvq_monai.utils.errors import BrainVQInputError
+from brainvq_monai.utils.settings import as_bool
 
 __all__ = ["BrainVQVAE", "ReconstructionWrapper"]
 
@@ -98,6 +99,7 @@ class BrainVQVAE(VQVAE):
     ) -> None:
         if spatial_dims not in (2, 3):
             raise BrainVQInputError("spatial_dims", f"must be 2 or 3, got {spatial_dims}")
+        use_checkpointing = as_bool(use_checkpointing, "use_checkpointing")
         try:
             super().__init__(
                 spatial_dims=spatial_dims,

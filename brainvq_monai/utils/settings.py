@@ -1,0 +1,71 @@
+"""Parsers of setting values, whichever way they arrive (JSON config, Python, MONAI's command line).
+
+MONAI's command line turns only ``True``/``False`` into booleans: ``--amp false`` reaches a config as the string
+``"false"``, which Python finds true. Every boolean setting of this project therefore goes through :func:`as_bool`,
+which accepts real booleans and ``true``/``false`` in any case, and refuses anything else with a one-line error that
+names the setting.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from brainvq_monai.utils.errors import BrainVQInputError
+
+__all__ = ["as_bool", "as_int"]
+
+
+def as_bool(value: Any, name: str) -> bool:
+    """A boolean setting: ``True``/``False`` or the strings ``"true"``/``"false"`` in any case.
+
+    Args:
+        value: the setting's value.
+        name: the setting's config ID, for the error message.
+
+    Returns:
+        the boolean.
+
+    Raises:
+        BrainVQInputError: anything else (``"no"``, ``0``, ``None``, ``"flase"``, ...).
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise BrainVQInputError(name, f"must be true or false, got {value!r}")
+
+
+def as_int(value: Any, name: str, minimum: int | None = None, allow_none: bool = False) -> int | None:
+    """An integer setting (an ``int``, or a float or string holding a whole number), optionally bounded below.
+
+    Args:
+        value: the setting's value.
+        name: the setting's config ID, for the error message.
+        minimum: smallest accepted value.
+        allow_none: accept ``None`` (returned as is).
+
+    Returns:
+        the integer (or ``None``).
+
+    Raises:
+        BrainVQInputError: not a whole number, or below ``minimum``.
+    """
+    if value is None and allow_none:
+        return None
+    number: int | None = None
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        number = int(value)
+    elif isinstance(value, (float, np.floating)) and float(value).is_integer():
+        number = int(value)
+    elif isinstance(value, str):
+        try:
+            number = int(value.strip())
+        except ValueError:
+            number = None
+    if number is None:
+        raise BrainVQInputError(name, f"must be a whole number{' or null' if allow_none else ''}, got {value!r}")
+    if minimum is not None and number < minimum:
+        raise BrainVQInputError(name, f"must be >= {minimum}, got {number}")
+    return number
