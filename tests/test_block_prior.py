@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch.nn import functional as F
@@ -133,3 +135,20 @@ def test_anomaly_map_and_healing_work_on_block_priors():
     assert not kept.resampled.any() and torch.equal(kept.codes, kept.original_codes)
     every = inferer.heal(images, vqvae, prior, 1.0, labels, generator=0)
     assert torch.equal(every.codes, inferer.sample_codes(prior, 2, (8, 8), class_labels=labels, generator=0))
+
+
+def test_the_2d_bundle_configs_agree_on_the_block_prior():
+    """Train, evaluate, sample and anomaly configs must build the same prior, or checkpoints would not load."""
+    import json
+
+    from brainvq_monai.bundle.utils import default_bundle_root
+
+    configs = Path(default_bundle_root("brain_vqvae_2d")) / "configs"
+    args = {}
+    for name in ("train_prior", "evaluate", "inference", "anomaly"):
+        config = json.loads((configs / f"{name}.json").read_text())
+        prior_def = (config["prior_def"] if "prior_def" in config else config["network_def"])["transformer"]
+        args[name] = {k: v for k, v in prior_def.items() if k != "use_checkpointing"}
+    assert all(a == args["train_prior"] for a in args.values()), args
+    prior = build_prior("transformer", 2, 256, (32, 32), 2, transformer=args["train_prior"])
+    assert isinstance(prior, BlockTransformerPrior) and prior.num_blocks == 256
