@@ -1,4 +1,4 @@
-"""Ending training well: within a wall-clock budget (the last whole epoch that fits, its LR schedule annealed to it),
+"""Ending training well: within a time budget (the last whole epoch that fits, its LR schedule annealed to it),
 and with a validation of the last epoch, wherever it falls."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from ignite.engine import Engine, Events
 from monai.handlers import ValidationHandler as MonaiValidationHandler
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
+from brainvq_monai.utils.distributed import rank_and_world
 from brainvq_monai.utils.errors import BrainVQInputError
 
 __all__ = ["TimeBudgetHandler", "ValidationHandler"]
@@ -85,7 +86,7 @@ class TimeBudgetHandler:
     def _elapsed(self) -> float:
         """Seconds since ``STARTED``; under ``torch.distributed`` the slowest rank's, so every rank caps alike."""
         elapsed = self._now() - self._t0
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if rank_and_world()[1] > 1:
             backend = dist.get_backend()
             device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
             t = torch.tensor([elapsed], dtype=torch.float64, device=device)

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from ignite.engine import Engine, Events
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
+from brainvq_monai.utils.distributed import rank_and_world
 from brainvq_monai.utils.errors import BrainVQInputError, BrainVQInterrupted
 from brainvq_monai.utils.faults import fault_point
 from brainvq_monai.utils.io import atomic_torch_save, load_torch_file, remove_stale_temp_files
@@ -42,12 +42,6 @@ CHECKPOINT_VERSION = 1
 _NOT_RUNNING = (None, Events.COMPLETED, Events.EXCEPTION_RAISED, Events.TERMINATE)
 # the setting that decides whether an optional entry of the training state exists
 _OPTIONAL_HINTS = {"discriminator": "adversarial_weight", "discriminator_optimizer": "adversarial_weight"}
-
-
-def _rank_and_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def _extra_buffers(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -89,7 +83,7 @@ class BestCheckpointSaver:
         Args:
             engine: the evaluator.
         """
-        if _rank_and_world()[0] == 0:
+        if rank_and_world()[0] == 0:
             remove_stale_temp_files(self.filepath)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
@@ -100,7 +94,7 @@ class BestCheckpointSaver:
             engine: the evaluator.
         """
         state = engine.state
-        if _rank_and_world()[0] != 0 or getattr(state, "best_metric_epoch", -1) != state.epoch:
+        if rank_and_world()[0] != 0 or getattr(state, "best_metric_epoch", -1) != state.epoch:
             return
         checkpoint: dict[str, Any] = {k: _state_of(v) for k, v in self.save_dict.items() if v is not None}
         checkpoint["best"] = {
@@ -203,7 +197,7 @@ class TrainingCheckpointHandler:
             engine: the trainer.
         """
         self._engine = engine
-        rank, world = _rank_and_world()
+        rank, world = rank_and_world()
         self._writer, self._restore_rng = rank == 0, world == 1
         if self._writer:
             remove_stale_temp_files(self.filepath)

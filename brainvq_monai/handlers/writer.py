@@ -7,9 +7,9 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-import torch.distributed as dist
 from torch.utils.tensorboard import SummaryWriter
 
+from brainvq_monai.utils.distributed import rank_and_world
 from brainvq_monai.utils.errors import register_exit_flush
 
 __all__ = ["NullSummaryWriter", "handlers_for_rank", "summary_writer"]
@@ -32,15 +32,11 @@ def summary_writer(log_dir: str | os.PathLike, **kwargs: Any) -> SummaryWriter |
     Returns:
         the writer.
     """
-    if dist.is_available() and dist.is_initialized() and dist.get_rank() > 0:
+    if rank_and_world()[0] > 0:
         return NullSummaryWriter()
     writer = SummaryWriter(log_dir=os.fspath(log_dir), **kwargs)
     register_exit_flush(writer.flush)  # a run that fails or is interrupted keeps the events logged so far
     return writer
-
-
-def _rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def handlers_for_rank(handlers: Sequence[Any], rank: int | None = None) -> list[Any]:
@@ -65,7 +61,7 @@ def handlers_for_rank(handlers: Sequence[Any], rank: int | None = None) -> list[
     from brainvq_monai.handlers.metrics import MetricsJSONWriter
     from brainvq_monai.handlers.tensorboard import LossTensorBoardHandler, _TensorBoardHandler
 
-    if (_rank() if rank is None else rank) == 0:
+    if (rank_and_world()[0] if rank is None else rank) == 0:
         return list(handlers)
     writes = (StatsHandler, TensorBoardHandler, ProgressBar, CheckpointSaver, MetricsJSONWriter, LossTensorBoardHandler,
               _TensorBoardHandler)  # fmt: skip

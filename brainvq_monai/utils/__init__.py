@@ -1,3 +1,4 @@
+from .distributed import rank_and_world
 from .environment import cpu_bf16_units, device_info, versions
 from .errors import BrainVQError, BrainVQInputError, BrainVQInterrupted, debug_enabled, error_line, exit_code_for
 from .io import atomic_torch_save, atomic_write, atomic_write_json, atomic_write_text, load_torch_file
@@ -23,5 +24,6 @@ __all__ = [
     "exit_code_for",
     "load_torch_file",
     "plain_tensor",
+    "rank_and_world",
     "versions",
 ]

@@ -15,6 +15,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from monai.networks.layers.vector_quantizer import EMAQuantizer, VectorQuantizer
 
+from brainvq_monai.utils.distributed import rank_and_world
 from brainvq_monai.utils.errors import BrainVQInputError
 
 __all__ = ["RobustEMAQuantizer", "RobustVectorQuantizer", "codebook_perplexity"]
@@ -42,13 +43,6 @@ def codebook_perplexity(counts: torch.Tensor) -> torch.Tensor:
     probs = counts / total.clamp_min(torch.finfo(counts.dtype).tiny)
     entropy = -torch.special.xlogy(probs, probs).sum(dim=-1)
     return torch.where(total.squeeze(-1) > 0, entropy.exp(), torch.zeros_like(entropy))
-
-
-def _world() -> tuple[int, int]:
-    """(rank, world_size) of the default process group, (0, 1) when not distributed."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def _nearest(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
@@ -323,7 +317,7 @@ class RobustEMAQuantizer(EMAQuantizer):
         return self._host
 
     def _sync_world(self) -> int:
-        return _world()[1] if self.ddp_sync else 1
+        return rank_and_world()[1] if self.ddp_sync else 1
 
     @torch.no_grad()
     def _record_usage(self, indices: torch.Tensor) -> None:
@@ -343,7 +337,7 @@ class RobustEMAQuantizer(EMAQuantizer):
 
     def _gather_rows(self, flat: torch.Tensor, max_rows: int) -> tuple[torch.Tensor, int]:
         """Random rows of ``flat`` from every rank (identical result on all ranks) and the global row count."""
-        rank, world = _world() if self.ddp_sync else (0, 1)
+        rank, world = rank_and_world() if self.ddp_sync else (0, 1)
         gen = self._generator(flat.device, rank)
         n_local = flat.shape[0]
         if world == 1:
@@ -380,7 +374,7 @@ class RobustEMAQuantizer(EMAQuantizer):
         samples, n_total = self._gather_rows(flat, self.init_max_samples)
         weight = torch.empty(self.num_embeddings, self.embedding_dim, device=flat.device)
         cluster_size = torch.empty(self.num_embeddings, device=flat.device)
-        if _world()[0] == 0 or self._sync_world() == 1:
+        if rank_and_world()[0] == 0 or self._sync_world() == 1:
             gen = self._generator(flat.device, 0)
             if self.init == "kmeans":
                 centroids, counts = _kmeans(samples, self.num_embeddings, self.kmeans_iters, gen)
@@ -427,7 +421,7 @@ class RobustEMAQuantizer(EMAQuantizer):
         weight = self.embedding.weight.detach().float().clone()
         cluster_size = self.ema_cluster_size.float().clone()
         restarted = torch.zeros((), dtype=torch.long, device=flat.device)
-        if (_world()[0] == 0 or self._sync_world() == 1) and samples.shape[0] > 0:
+        if (rank_and_world()[0] == 0 or self._sync_world() == 1) and samples.shape[0] > 0:
             dead = self.recent_counts.float() / self.restart_every < self.dead_code_threshold
             n_dead = int(dead.sum())
             if n_dead > 0:
