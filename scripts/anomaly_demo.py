@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from brainvq_monai.apps.demo import DEMO_SETTINGS, demo_overrides, run_bundle_config, vqvae_architecture
+from brainvq_monai.bundle.layout import AUTOENCODER_ID, PRIOR_ID, PRIOR_WEIGHTS, config_files
 from brainvq_monai.bundle.utils import default_bundle_root
 from brainvq_monai.inferers.anomaly import SCORE_COLUMNS, auroc, likelihood_threshold
 from brainvq_monai.utils.errors import BrainVQInputError
@@ -61,9 +62,9 @@ def _run_settings(run: Path) -> tuple[dict[str, Any], str]:
         prior = json.loads(summary.read_text()).get("results", {}).get("prior", {}).get("prior")
     if prior is None:
         found = sorted(p.stem[len("prior_") :] for p in (run / "models").glob("prior_*.pt") if "_last" not in p.stem)
-        prior = found[0] if found else None
+        prior = found[0] if found else ("transformer" if (run / "models" / PRIOR_WEIGHTS).is_file() else None)
     if prior not in ("transformer", "pixelcnn"):
-        raise BrainVQInputError(run, "no trained prior found (models/prior_<name>.pt)")
+        raise BrainVQInputError(run, f"no trained prior found (models/{PRIOR_WEIGHTS})")
     return settings, prior
 
 
@@ -74,14 +75,14 @@ def _overrides(run: Path, out: Path, settings: dict[str, Any], prior: str) -> di
     datalist = json.loads(datalists[0].read_text())
     over = demo_overrides(run, settings, prior, int(datalist.get("numTraining", 0)) or 20, int(datalist.get("seed", 0)))
     arch = vqvae_architecture(settings)
-    over.update({f"vqvae_def#{k}": v for k, v in arch.items()})
+    over.update({f"{AUTOENCODER_ID}#{k}": v for k, v in arch.items()})
     over.update(
         {
             "ckpt_dir": str(run / "models"),
             "datalist": str(datalists[0]),
             "data_format": datalist.get("format", "adni"),
             "dataset_dir": datalist.get("root", str(run / "data")),
-            f"network_def#{prior}": settings[prior],
+            f"{PRIOR_ID}#{prior}": settings[prior],
             "anomaly_dir": str(out),
             "device": "$torch.device('cpu')",
         }
@@ -95,11 +96,12 @@ def _calibrate(over: dict[str, Any], quantile: float, split: str = "validation")
     from monai.bundle import ConfigWorkflow
     from monai.data import DataLoader, Dataset
 
-    from brainvq_monai.inferers.prior_inferer import AutoregressivePriorInferer
-
-    cfg = Path(default_bundle_root("brain_vqvae_2d")) / "configs"
+    root = Path(default_bundle_root("brain_vqvae_2d"))
     wf = ConfigWorkflow(
-        config_file=str(cfg / "anomaly.json"), meta_file=str(cfg / "metadata.json"), logging_file=False, **over
+        config_file=config_files(root, "anomaly"),
+        meta_file=str(root / "configs" / "metadata.json"),
+        logging_file=False,
+        **over,
     )
     wf.initialize()
     parse = wf.parser.get_parsed_content
@@ -107,7 +109,7 @@ def _calibrate(over: dict[str, Any], quantile: float, split: str = "validation")
     items = [i for i in parse("datalist_data")[split] if normal is None or int(i["label"]) == int(normal)]
     if not items:
         raise BrainVQInputError(split, "no normal-class images to calibrate the healing threshold on")
-    vqvae, prior, inferer = parse("vqvae"), parse("network"), AutoregressivePriorInferer()
+    vqvae, prior, inferer = parse("autoencoder"), parse("network"), parse("inferer")
     nll = []
     for batch in DataLoader(Dataset(items, parse("preprocessing")), batch_size=32):
         x = batch["image"].as_tensor()
@@ -232,7 +234,7 @@ def _markdown(results: dict[str, Any], figure: Path | None, markdown: Path) -> N
         f"Measured {results['date']} on {results['device']}; Python {results['versions']['python']}, "
         f"torch {results['versions']['torch']}, MONAI {monai.__version__}, brainvq_monai "
         f"{results['versions']['brainvq_monai']}. Run: `{results['run']}` (prior: {results['prior']}, "
-        f"images {'x'.join(map(str, results['spatial_size']))}, codes {'x'.join(map(str, results['latent_shape']))}), bundle config `bundles/brain_vqvae_2d/configs/anomaly.json`, "
+        f"images {'x'.join(map(str, results['spatial_size']))}, codes {'x'.join(map(str, results['latent_shape']))}), bundle workflow `anomaly` (`bundles/brain_vqvae_2d/configs/common.json` + `anomaly.json`), "
         f"command `python scripts/anomaly_demo.py --run {results['run']} --figure docs/anomaly_maps.png "
         f"--markdown docs/anomaly.md` (run directory of a finished `brainvq demo`, made in "
         f"`{results['demo_output_dir']}`).",
@@ -319,7 +321,7 @@ def run_anomaly_demo(
     over = _overrides(run, out_dir, settings, prior)
     over.update({"region_box": list(region_box), "seed": seed})
     cal = _calibrate(over, quantile)
-    run_bundle_config("anomaly.json", {**over, "heal_threshold": cal["threshold"]})
+    run_bundle_config("anomaly", {**over, "heal_threshold": cal["threshold"]})
     with open(out_dir / "scores.csv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     labels = np.array([int(r["label"]) for r in rows])

@@ -11,6 +11,7 @@ import sys
 from conftest import REPO
 from monai.bundle import ConfigWorkflow
 
+from brainvq_monai.bundle.layout import config_files
 from brainvq_monai.bundle.tiny import tiny_overrides
 
 BUNDLES = {2: REPO / "bundles" / "brain_vqvae_2d", 3: REPO / "bundles" / "brain_vqvae_3d"}
@@ -24,6 +25,8 @@ TRAIN_IDS = (
     "output_dir",
     "ckpt_dir",
     "network_def",
+    "autoencoder_def",
+    "prior_def",
     "val_interval",
 )
 TRAIN_IDS += ("train#dataset", "train#trainer", "train#trainer#max_epochs", "train#handlers", "train#inferer")
@@ -31,31 +34,31 @@ TRAIN_IDS += ("validate#evaluator", "validate#handlers")
 
 
 def run_workflow(dims: int, config: str, overrides: dict) -> ConfigWorkflow:
-    """Runs a config through ``ConfigWorkflow``; training configs are first checked as MONAI "train" workflows."""
+    """Runs a workflow (``configs/common.json`` + its overlay) through ``ConfigWorkflow``; training workflows are
+    checked as MONAI "train" workflows, sampling and evaluation as "infer" workflows, after ``initialize``."""
     cfg = BUNDLES[dims] / "configs"
-    is_train = config.startswith("train")
-    workflow = ConfigWorkflow(
-        config_file=str(cfg / config),
+    workflow = config.removesuffix(".json")
+    kind = "train" if workflow.startswith("train") else ("infer" if workflow in ("inference", "evaluate") else None)
+    run = ConfigWorkflow(
+        config_file=config_files(BUNDLES[dims], workflow),
         meta_file=str(cfg / "metadata.json"),
         logging_file=str(cfg / "logging.conf"),
-        workflow_type="train" if is_train else None,
+        workflow_type=kind,
         **overrides,
     )
-    workflow.initialize()
-    if is_train:
-        assert not workflow.check_properties()  # None or [] : no required property missing
+    run.initialize()
+    if kind is not None:
+        assert run.check_properties() == [], f"{workflow}: missing properties {run.check_properties()}"
+    if kind == "train":
         for config_id in TRAIN_IDS:
-            assert config_id in workflow.parser, f"{config}: no {config_id}"
-    workflow.run()
-    workflow.finalize()
-    return workflow
+            assert config_id in run.parser, f"{workflow}: no {config_id}"
+    run.run()
+    run.finalize()
+    return run
 
 
 def run_cli(dims: int, config: str, overrides: dict, launcher: tuple = (sys.executable, "-m")) -> None:
-    cfg = BUNDLES[dims] / "configs"
-    args = [*launcher, "monai.bundle", "run", "--config_file", str(cfg / config)]
-    for k, v in overrides.items():
-        args += [f"--{k}", json.dumps(v) if not isinstance(v, str) else v]
+    args = [*launcher, *cli_args(dims, config, overrides)[2:]]
     proc = subprocess.run(args, capture_output=True, text=True, env=subprocess_env(), cwd=str(REPO), timeout=600)
     assert proc.returncode == 0, f"{config} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
 
@@ -67,8 +70,9 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 
 
 def cli_args(dims: int, config: str, overrides: dict) -> list[str]:
-    """``python -m monai.bundle run`` arguments for a config of a bundle with ``overrides``."""
-    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(BUNDLES[dims] / "configs" / config)]
+    """``python -m monai.bundle run`` arguments for a workflow of a bundle (its config list) with ``overrides``."""
+    files = config_files(BUNDLES[dims], config)
+    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", json.dumps(files)]
     for k, v in overrides.items():
         args += [f"--{k}", json.dumps(v) if not isinstance(v, str) else v]
     return args

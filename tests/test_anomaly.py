@@ -16,6 +16,7 @@ from conftest import REPO
 from monai.bundle import ConfigWorkflow
 from monai.networks.nets import VQVAE
 
+from brainvq_monai.bundle.layout import config_files
 from brainvq_monai.inferers.anomaly import (
     anomaly_map,
     auroc,
@@ -217,15 +218,15 @@ def _tiny(root: Path, data: Path, prior: str) -> dict:
         "num_workers": 0,
         "prior": prior,
         "heal_threshold": 0.05,
-        f"network_def#{prior}": TINY_PRIOR[prior],
+        f"prior_def#{prior}": TINY_PRIOR[prior],
     }
-    over.update({f"vqvae_def#{k}": v for k, v in {"channels": [8, 16], "num_res_channels": [8, 16]}.items()})
+    over.update({f"autoencoder_def#{k}": v for k, v in {"channels": [8, 16], "num_res_channels": [8, 16]}.items()})
     return over
 
 
 def _workflow(over: dict) -> ConfigWorkflow:
     wf = ConfigWorkflow(
-        config_file=str(CONFIGS / "anomaly.json"), meta_file=str(CONFIGS / "metadata.json"), logging_file=False,
+        config_file=config_files(CONFIGS.parent, "anomaly"), meta_file=str(CONFIGS / "metadata.json"), logging_file=False,
         workflow_type=None, **over,
     )  # fmt: skip
     wf.initialize()
@@ -237,10 +238,8 @@ def _save_untrained_checkpoints(over: dict) -> None:
     wf = _workflow(over)
     models = Path(over["ckpt_dir"])
     models.mkdir(parents=True, exist_ok=True)
-    torch.save(wf.parser.get_parsed_content("vqvae_def").state_dict(), models / "vqvae.pt")
-    torch.save(
-        {"model": wf.parser.get_parsed_content("network_def").state_dict()}, models / f"prior_{over['prior']}.pt"
-    )
+    torch.save(wf.parser.get_parsed_content("autoencoder_def").state_dict(), models / "model_autoencoder.pt")
+    torch.save(wf.parser.get_parsed_content("network_def").state_dict(), models / "model.pt")
 
 
 def _check_outputs(out: Path, datalist: dict) -> None:
@@ -269,7 +268,14 @@ def test_bundle_config_in_process_and_through_monai_bundle_run(demo_cohort, tmp_
 
     over = _tiny(tmp_path / "p", demo_cohort, "pixelcnn")
     _save_untrained_checkpoints(over)
-    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / "anomaly.json")]
+    args = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        json.dumps(config_files(CONFIGS.parent, "anomaly")),
+    ]
     for k, v in over.items():
         args += [f"--{k}", json.dumps(v) if not isinstance(v, str) else v]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}

@@ -133,7 +133,7 @@ def _cases(setup) -> list[tuple[str, str, dict, int, str]]:
             "train_vqvae.json",
             {"spatial_size": [30, 30]},
             2,
-            "spatial_size: [30, 30]: 30 does not pass the VQ-VAE's 2 downsamplings of network_def (total stride 4) "
+            "spatial_size: [30, 30]: 30 does not pass the VQ-VAE's 2 downsamplings of autoencoder_def (total stride 4) "
             "and back unchanged; nearest valid sizes: 28 or 32",
         ),
         ("batch_size", "train_vqvae.json", {"batch_size": 0}, 2, "batch_size: must be >= 1, got 0"),
@@ -147,11 +147,11 @@ def _cases(setup) -> list[tuple[str, str, dict, int, str]]:
         ("empty_dir", "train_vqvae.json", {"dataset_dir": str(root / "data_empty"), "datalist": str(root / "empty_dir.json")}, 2, "{root}/data_empty: dataset_dir is empty;"),
         ("wrong_dir", "train_vqvae.json", {"dataset_dir": str(root / "data_wrong"), "datalist": str(root / "wrong_dir.json")}, 2, "{root}/data_wrong: not an adni layout: expected AD_NC/{{train,test}}/{{AD,NC}}/<patientid>_<slice>.jpeg (found: notes.txt)"),
         ("inside_data", "train_vqvae.json", {"output_dir": str(data / "runs")}, 2, f"output_dir: {data}/runs is inside dataset_dir {data}; the data folder is never written"),
-        ("no_last", "train_vqvae.json", {"resume": "True"}, 2, "{run}/models/vqvae_last.pt: no last checkpoint to resume from (resume is true);"),
-        ("mismatch", "train_prior.json", {"vqvae_ckpt": str(root / "other_vqvae.pt")}, 2, "{root}/other_vqvae.pt: tensor 'quantizer.quantizer.embedding.weight' has shape [32, 8] in the checkpoint but [16, 8] in the network built from the config: set num_embeddings as in the run that wrote it"),
-        ("truncated", "train_prior.json", {"vqvae_ckpt": str(root / "truncated_vqvae.pt")}, 2, "{root}/truncated_vqvae.pt: is not a readable checkpoint: truncated or damaged"),
-        ("empty_ckpt", "inference.json", {"vqvae_ckpt": str(root / "empty_vqvae.pt")}, 2, "{root}/empty_vqvae.pt: is empty (0 bytes): not a readable checkpoint"),
-        ("random_ckpt", "evaluate.json", {"vqvae_ckpt": str(root / "random_vqvae.pt")}, 2, "{root}/random_vqvae.pt: is not a readable checkpoint: not a file written by torch.save (4096 bytes)"),
+        ("no_last", "train_vqvae.json", {"resume": "True"}, 2, "{run}/models/model_autoencoder_last.pt: no last checkpoint to resume from (resume is true);"),
+        ("mismatch", "train_prior.json", {"autoencoder_ckpt": str(root / "other_vqvae.pt")}, 2, "{root}/other_vqvae.pt: tensor 'quantizer.quantizer.embedding.weight' has shape [32, 8] in the checkpoint but [16, 8] in the network built from the config: set num_embeddings as in the run that wrote it"),
+        ("truncated", "train_prior.json", {"autoencoder_ckpt": str(root / "truncated_vqvae.pt")}, 2, "{root}/truncated_vqvae.pt: is not a readable checkpoint: truncated or damaged"),
+        ("empty_ckpt", "inference.json", {"prior_ckpt": str(root / "empty_vqvae.pt")}, 2, "{root}/empty_vqvae.pt: is empty (0 bytes): not a readable checkpoint"),
+        ("random_ckpt", "evaluate.json", {"autoencoder_ckpt": str(root / "random_vqvae.pt")}, 2, "{root}/random_vqvae.pt: is not a readable checkpoint: not a file written by torch.save (4096 bytes)"),
         ("failed_run", "train_vqvae.json", {"learning_rate": -1.0}, 1, "the run failed: ValueError: Invalid learning rate: -1.0"),
     ]  # fmt: skip
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from torch.nn import functional as F
@@ -138,16 +136,14 @@ def test_anomaly_map_and_healing_work_on_block_priors():
 
 
 def test_the_2d_bundle_configs_agree_on_the_block_prior():
-    """Train, evaluate, sample and anomaly configs must build the same prior, or checkpoints would not load."""
-    import json
-
+    """Train, evaluate, sample and anomaly workflows must build the same prior, or checkpoints would not load."""
+    from brainvq_monai.bundle.layout import read_bundle_config
     from brainvq_monai.bundle.utils import default_bundle_root
 
-    configs = Path(default_bundle_root("brain_vqvae_2d")) / "configs"
     args = {}
     for name in ("train_prior", "evaluate", "inference", "anomaly"):
-        config = json.loads((configs / f"{name}.json").read_text())
-        prior_def = (config["prior_def"] if "prior_def" in config else config["network_def"])["transformer"]
+        parser = read_bundle_config(default_bundle_root("brain_vqvae_2d"), name)
+        prior_def = parser["prior_def"]["transformer"]
         args[name] = {k: v for k, v in prior_def.items() if k != "use_checkpointing"}
     assert all(a == args["train_prior"] for a in args.values()), args
     prior = build_prior("transformer", 2, 256, (32, 32), 2, transformer=args["train_prior"])

@@ -11,56 +11,11 @@ import pytest
 import torch
 from bundle_helpers import BUNDLES, run_cli, run_workflow, subprocess_env, tiny
 from conftest import REPO
-from monai.bundle import ConfigWorkflow, ckpt_export, verify_net_in_out
+from monai.bundle import ConfigWorkflow
+
+from brainvq_monai.bundle.layout import config_files
 
 pytestmark = pytest.mark.slow
-
-SCHEMA = REPO / "brainvq_monai" / "schemas" / "meta_schema.json"
-
-
-def test_verify_metadata_offline(tmp_path):
-    for dims in (2, 3):
-        meta = BUNDLES[dims] / "configs" / "metadata.json"
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "monai.bundle",
-                "verify_metadata",
-                "--meta_file",
-                str(meta),
-                "--filepath",
-                str(SCHEMA),
-            ],
-            capture_output=True,
-            text=True,
-            env=subprocess_env(),
-            timeout=300,
-        )
-        assert proc.returncode == 0 and "verified with no error" in proc.stdout + proc.stderr, proc.stderr[-2000:]
-    # the schema is not a rubber stamp: a metadata file without "task" fails
-    bad = json.loads((BUNDLES[2] / "configs" / "metadata.json").read_text())
-    del bad["task"]
-    (tmp_path / "metadata.json").write_text(json.dumps(bad))
-    from monai.bundle import verify_metadata
-
-    with pytest.raises(ValueError, match="task"):
-        verify_metadata(meta_file=str(tmp_path / "metadata.json"), filepath=str(SCHEMA))
-
-
-@pytest.mark.parametrize("dims", [2, 3])
-def test_verify_net_in_out(dims):
-    cfg = BUNDLES[dims] / "configs"
-    arch = {"channels": [8, 16], "num_res_channels": [8, 16]} if dims == 2 else {"channels": [8, 8, 16]}
-    if dims == 3:
-        arch["num_res_channels"] = [8, 8, 16]
-    verify_net_in_out(
-        net_id="reconstruction_def",
-        meta_file=str(cfg / "metadata.json"),
-        config_file=str(cfg / "evaluate.json"),
-        device="cpu",
-        **{f"vqvae_def#{k}": v for k, v in arch.items()},
-    )
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +23,9 @@ def trained_2d(tmp_path_factory, demo_cohort):
     """The 2D bundle's configs run in process: VQ-VAE, both priors, evaluation, sampling."""
     root = tmp_path_factory.mktemp("bundle2d")
     run_workflow(2, "train_vqvae.json", tiny(2, "train_vqvae.json", root, demo_cohort))
-    for prior in ("transformer", "pixelcnn"):
-        run_workflow(2, "train_prior.json", tiny(2, "train_prior.json", root, demo_cohort, prior))
+    pixelcnn = {**tiny(2, "train_prior.json", root, demo_cohort, "pixelcnn"), "prior_ckpt": str(root / "pixelcnn.pt")}
+    run_workflow(2, "train_prior.json", pixelcnn)  # a second prior of the same bundle: its own weights file
+    run_workflow(2, "train_prior.json", tiny(2, "train_prior.json", root, demo_cohort, "transformer"))
     run_workflow(2, "evaluate.json", tiny(2, "evaluate.json", root, demo_cohort))
     run_workflow(2, "inference.json", {**tiny(2, "inference.json", root, demo_cohort), "class_label": 1})
     return root
@@ -78,8 +34,9 @@ def trained_2d(tmp_path_factory, demo_cohort):
 def test_2d_workflow_outputs(trained_2d):
     root = trained_2d
     models = {p.name for p in (root / "models").iterdir()}
-    assert {"vqvae.pt", "vqvae_last.pt", "prior_transformer.pt", "prior_pixelcnn.pt"} <= models
-    last = torch.load(root / "models" / "vqvae_last.pt", weights_only=True)
+    assert {"model_autoencoder.pt", "model_autoencoder_last.pt", "model.pt", "model_last.pt"} <= models
+    assert (root / "pixelcnn.pt").is_file()
+    last = torch.load(root / "models" / "model_autoencoder_last.pt", weights_only=True)
     assert {"model", "optimizer", "trainer", "lr_scheduler"} <= set(last)
     metrics = json.loads((root / "runs" / "metrics.json").read_text())
     rec, prior = metrics["reconstruction"]["metrics"], metrics["prior"]["metrics"]
@@ -112,77 +69,18 @@ def test_adversarial_term_from_the_config(demo_cohort, tmp_path):
     workflow = run_workflow(2, "train_vqvae.json", over)
     output = workflow.parser.get_parsed_content("train#trainer").state.output
     assert "discriminator_loss" in output and "generator_loss" in output
-    last = torch.load(tmp_path / "models" / "vqvae_last.pt", weights_only=True)
+    last = torch.load(tmp_path / "models" / "model_autoencoder_last.pt", weights_only=True)
     assert {"discriminator", "discriminator_optimizer"} <= set(last)
 
 
 def test_resume_from_last_checkpoint(trained_2d, demo_cohort):
     over = tiny(2, "train_vqvae.json", trained_2d, demo_cohort)
-    first = torch.load(trained_2d / "models" / "vqvae_last.pt", weights_only=True)["trainer"]
-    run_workflow(2, "train_vqvae.json", {**over, "resume": True, "train#trainer#max_epochs": 2})
-    second = torch.load(trained_2d / "models" / "vqvae_last.pt", weights_only=True)["trainer"]
+    first = torch.load(trained_2d / "models" / "model_autoencoder_last.pt", weights_only=True)["trainer"]
+    run_workflow(2, "train_vqvae.json", {**over, "resume": True, "max_epochs": 2})
+    second = torch.load(trained_2d / "models" / "model_autoencoder_last.pt", weights_only=True)["trainer"]
     # ignite keeps the iteration count: the resumed run continued from epoch 1 and ran exactly one more epoch
     assert first["max_epochs"] == 1 and second["max_epochs"] == 2
     assert first["iteration"] == first["epoch_length"] and second["iteration"] == 2 * first["iteration"]
-
-
-def test_ckpt_export_vqvae_and_prior(trained_2d, demo_cohort, tmp_path):
-    cfg = BUNDLES[2] / "configs"
-    meta = str(cfg / "metadata.json")
-    over = tiny(2, "train_vqvae.json", trained_2d, demo_cohort)
-    ckpt_export(
-        net_id="network_def",
-        filepath=str(tmp_path / "vqvae.ts"),
-        ckpt_file=str(trained_2d / "models" / "vqvae.pt"),
-        meta_file=meta,
-        config_file=str(cfg / "train_vqvae.json"),
-        key_in_ckpt="model",
-        use_trace=True,
-        input_shape=[1, 1, 32, 32],
-        **over,
-    )
-    exported = torch.jit.load(str(tmp_path / "vqvae.ts"))
-    x = torch.rand(2, 1, 32, 32)
-    from brainvq_monai.bundle import load_network
-    from brainvq_monai.networks.nets import BrainVQVAE
-
-    arch = {k.split("#")[1]: v for k, v in over.items() if k.startswith("network_def#")}
-    net = BrainVQVAE(
-        2,
-        1,
-        1,
-        num_embeddings=16,
-        embedding_dim=8,
-        downsample_parameters=((2, 4, 1, 1),) * 2,
-        upsample_parameters=((2, 4, 1, 1, 0),) * 2,
-        **arch,
-    )
-    load_network(net, trained_2d / "models" / "vqvae.pt")
-    torch.testing.assert_close(exported(x)[0], net(x)[0], atol=1e-5, rtol=1e-5)
-
-    pover = tiny(2, "train_prior.json", trained_2d, demo_cohort)
-    ckpt_export(
-        net_id="export_def",
-        filepath=str(tmp_path / "prior.ts"),
-        ckpt_file=str(trained_2d / "models" / "prior_transformer.pt"),
-        meta_file=meta,
-        config_file=str(cfg / "train_prior.json"),
-        key_in_ckpt="model",
-        use_trace=True,
-        input_shape=[1, 8, 8],
-        **pover,
-    )
-    prior_ts = torch.jit.load(str(tmp_path / "prior.ts"))
-    codes = torch.randint(0, 16, (3, 8, 8))
-    logits = prior_ts(codes.float())
-    assert logits.shape == (3, 16, 8, 8)
-    workflow = ConfigWorkflow(
-        config_file=str(cfg / "train_prior.json"), meta_file=meta, logging_file=False, workflow_type=None, **pover
-    )
-    prior = load_network(
-        workflow.parser.get_parsed_content("network_def"), trained_2d / "models" / "prior_transformer.pt"
-    )
-    torch.testing.assert_close(logits, prior(codes), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("dims", [2, 3])
@@ -208,11 +106,11 @@ def test_3d_workflows_in_process(demo_cohort, tmp_path):
     # the prior config without a trained VQ-VAE: one line naming the missing checkpoint
     from brainvq_monai.cli import find_brainvq_error
 
-    (tmp_path / "models" / "vqvae.pt").unlink()
+    (tmp_path / "models" / "model_autoencoder.pt").unlink()
     (tmp_path / "runs" / "codes" / "training.pt.key").unlink()
     with pytest.raises(Exception) as err:  # noqa: PT011 - MONAI wraps it; the cause is checked below
         run_workflow(3, "train_prior.json", tiny(3, "train_prior.json", tmp_path, demo_cohort))
-    assert "vqvae.pt: VQ-VAE checkpoint not found" in str(find_brainvq_error(err.value))
+    assert "model_autoencoder.pt: VQ-VAE checkpoint not found" in str(find_brainvq_error(err.value))
     rec = json.loads((tmp_path / "runs" / "metrics.json").read_text())["reconstruction"]["metrics"]
     assert "test_ssim" in rec and "test_ms_ssim" in rec
 
@@ -223,7 +121,7 @@ def test_pixelcnn_refuses_3d(demo_cohort, tmp_path):
     over = tiny(3, "train_prior.json", tmp_path, demo_cohort) | {"prior": "pixelcnn"}
     cfg = BUNDLES[3] / "configs"
     workflow = ConfigWorkflow(
-        str(cfg / "train_prior.json"), str(cfg / "metadata.json"), False, workflow_type=None, **over
+        config_files(BUNDLES[3], "train_prior"), str(cfg / "metadata.json"), False, workflow_type=None, **over
     )
     workflow.initialize()
     with pytest.raises(Exception) as err:  # noqa: PT011 - MONAI wraps it; the cause is checked below
@@ -239,7 +137,7 @@ def test_torchrun_gloo_two_ranks_identical_codebook(demo_cohort, tmp_path):
         json.dumps(
             {
                 "finalize": [
-                    "$torch.save(@network_def.ema_quantizer.embedding.weight.detach().cpu().clone(), "
+                    "$torch.save(brainvq_monai.networks.nets.codebook_embeddings(@network_def).detach().cpu().clone(), "
                     "@ckpt_dir + '/codebook_rank' + str(torch.distributed.get_rank()) + '.pt')",
                     "$torch.save(@train#trainer.state.iteration, "
                     "@ckpt_dir + '/iteration_rank' + str(torch.distributed.get_rank()) + '.pt')",
@@ -248,10 +146,9 @@ def test_torchrun_gloo_two_ranks_identical_codebook(demo_cohort, tmp_path):
             }
         )
     )
-    cfg = BUNDLES[2] / "configs"
 
     def torchrun_two_ranks(config: str, extra: dict | None = None) -> None:
-        files = f"['{cfg / config}','{cfg / 'multi_gpu_train.json'}','{check}']"
+        files = json.dumps([*config_files(BUNDLES[2], config, multi_gpu=True), str(check)])
         over = {**tiny(2, config, tmp_path, demo_cohort), "batch_size": 4, **(extra or {})}
         args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m"]
         args += ["monai.bundle", "run", "--config_file", files]
@@ -264,15 +161,17 @@ def test_torchrun_gloo_two_ranks_identical_codebook(demo_cohort, tmp_path):
     a = torch.load(tmp_path / "models" / "codebook_rank0.pt", weights_only=True)
     b = torch.load(tmp_path / "models" / "codebook_rank1.pt", weights_only=True)
     assert torch.equal(a, b)
-    assert (tmp_path / "models" / "vqvae_last.pt").is_file()  # rank 0 saved the checkpoint
+    assert (tmp_path / "models" / "model_autoencoder_last.pt").is_file()  # rank 0 saved the checkpoint
 
     # --resume true with one more epoch: every rank loads the last checkpoint (rank 0 alone writes it), so both
     # continue at epoch 2 in step (a rank that started afresh would run two epochs and leave its peer waiting)
-    epoch_length = torch.load(tmp_path / "models" / "vqvae_last.pt", weights_only=True)["meta"]["epoch_length"]
-    torchrun_two_ranks("train_vqvae.json", {"resume": "true", "train#trainer#max_epochs": 2})
+    epoch_length = torch.load(tmp_path / "models" / "model_autoencoder_last.pt", weights_only=True)["meta"][
+        "epoch_length"
+    ]
+    torchrun_two_ranks("train_vqvae.json", {"resume": "true", "max_epochs": 2})
     its = [torch.load(tmp_path / "models" / f"iteration_rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert its == [2 * epoch_length] * 2
-    assert torch.load(tmp_path / "models" / "vqvae_last.pt", weights_only=True)["meta"]["epoch"] == 2
+    assert torch.load(tmp_path / "models" / "model_autoencoder_last.pt", weights_only=True)["meta"]["epoch"] == 2
     a = torch.load(tmp_path / "models" / "codebook_rank0.pt", weights_only=True)
     assert torch.equal(a, torch.load(tmp_path / "models" / "codebook_rank1.pt", weights_only=True))
 
@@ -291,7 +190,7 @@ def test_torchrun_gloo_two_ranks_identical_codebook(demo_cohort, tmp_path):
         )
     )
     # two epochs under a time budget: the ranks agree on the (slowest rank's) elapsed time, so they cap alike
-    torchrun_two_ranks("train_prior.json", {"time_budget_s": 3600, "train#trainer#max_epochs": 2})
+    torchrun_two_ranks("train_prior.json", {"time_budget_s": 3600, "max_epochs": 2})
     p0 = torch.load(tmp_path / "models" / "prior_rank0.pt", weights_only=True)
     p1 = torch.load(tmp_path / "models" / "prior_rank1.pt", weights_only=True)
     assert p0.keys() == p1.keys() and all(torch.equal(p0[k], p1[k]) for k in p0)

@@ -76,8 +76,8 @@ def test_brainvq_demo_end_to_end(tmp_path, monkeypatch, capsys):
     printed = capsys.readouterr().out
     assert f"tensorboard --logdir {out / 'tensorboard'}" in printed and "test SSIM" in printed
     summary = json.loads((out / "demo_summary.json").read_text())
-    assert {"train_vqvae.json", "train_prior.json", "evaluate.json", "inference.json"} <= set(summary["seconds"])
-    assert (out / "models" / "vqvae.pt").is_file() and (out / "models" / "prior_transformer.pt").is_file()
+    assert {"train_vqvae", "train_prior", "evaluate", "inference"} <= set(summary["seconds"])
+    assert (out / "models" / "model_autoencoder.pt").is_file() and (out / "models" / "model.pt").is_file()
     assert {"reconstruction", "prior"} <= set(json.loads((out / "metrics.json").read_text()))
     assert len(list((out / "samples").glob("sample_*.png"))) == 4  # 2 per class
     assert any((out / "tensorboard" / "vqvae").iterdir()) and any((out / "tensorboard" / "prior_transformer").iterdir())

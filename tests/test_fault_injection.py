@@ -28,8 +28,8 @@ from brainvq_monai.utils.io import load_torch_file, temp_files
 pytestmark = pytest.mark.slow
 
 EPOCHS = 3
-LAST = {"train_vqvae.json": "vqvae_last.pt", "train_prior.json": "prior_transformer_last.pt"}
-BEST = {"train_vqvae.json": "vqvae.pt", "train_prior.json": "prior_transformer.pt"}
+LAST = {"train_vqvae.json": "model_autoencoder_last.pt", "train_prior.json": "model_last.pt"}
+BEST = {"train_vqvae.json": "model_autoencoder.pt", "train_prior.json": "model.pt"}
 
 
 def _overrides(dims: int, config: str, root: Path, data: Path, epochs: int, **extra) -> dict:
@@ -52,14 +52,20 @@ def _all_checkpoints_load(models: Path) -> dict[str, dict]:
     metas = {}
     for path in sorted(models.glob("*.pt")):
         ckpt = load_torch_file(path)
-        assert "model" in ckpt, path
+        # a last checkpoint holds {"model": ..., "meta": ...}; best weights are a plain state dict (zoo style)
+        assert "model" in ckpt if path.stem.endswith("_last") else all(torch.is_tensor(v) for v in ckpt.values()), path
         if "meta" in ckpt:
             metas[path.name] = ckpt["meta"]
     return metas
 
 
+def _weights(path: Path) -> dict:
+    data = load_torch_file(path)
+    return data["model"] if path.stem.endswith("_last") else data
+
+
 def _same_weights(a: Path, b: Path) -> bool:
-    wa, wb = load_torch_file(a)["model"], load_torch_file(b)["model"]
+    wa, wb = _weights(a), _weights(b)
     return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
@@ -76,14 +82,14 @@ def test_kill_9_at_random_points_then_resume(dims, demo_cohort, tmp_path):
     half-written; the best checkpoint; the datalist; the cached codes), the next run killed after a random
     iteration (saving every iteration or only at epoch ends, at random), then a resume to the end."""
     reference = _reference(dims, tmp_path / "reference", demo_cohort, EPOCHS)
-    epoch_length = load_torch_file(reference / "vqvae_last.pt")["meta"]["epoch_length"]
+    epoch_length = load_torch_file(reference / "model_autoencoder_last.pt")["meta"]["epoch_length"]
     total = EPOCHS * epoch_length
     rng = random.Random(11_000 + dims)
     for config in ("train_vqvae.json", "train_prior.json"):
         root = tmp_path / config.split(".")[0]
         (root / "models").mkdir(parents=True)
         if config == "train_prior.json":
-            shutil.copy2(reference / "vqvae.pt", root / "models" / "vqvae.pt")
+            shutil.copy2(reference / "model_autoencoder.pt", root / "models" / "model_autoencoder.pt")
         last, best = root / "models" / LAST[config], root / "models" / BEST[config]
         saves = [
             f"atomic_write@{LAST[config]}:{rng.randint(1, EPOCHS + 1)}",  # 1: at the start, then at each epoch end
@@ -131,7 +137,7 @@ def test_kill_9_at_a_random_moment_then_resume(demo_cohort, tmp_path):
     reference = tmp_path / "reference"
     run_workflow(2, "train_vqvae.json", _overrides(2, "train_vqvae.json", reference, demo_cohort, epochs))
     root = tmp_path / "run"
-    last = root / "models" / "vqvae_last.pt"
+    last = root / "models" / "model_autoencoder_last.pt"
     args = cli_args(2, "train_vqvae.json", _overrides(2, "train_vqvae.json", root, demo_cohort, epochs))
     log = tmp_path / "stdout.txt"
     with open(log, "w") as out:
@@ -142,12 +148,12 @@ def test_kill_9_at_a_random_moment_then_resume(demo_cohort, tmp_path):
         time.sleep(random.Random(7).uniform(0.0, 1.0))
         proc.kill()
         proc.wait()
-    meta = _all_checkpoints_load(root / "models")["vqvae_last.pt"]
+    meta = _all_checkpoints_load(root / "models")["model_autoencoder_last.pt"]
     trainer_epochs = [int(m) for m in re.findall(r"VQVAETrainer - INFO - Epoch\[(\d+)\] Complete", log.read_text())]
     assert meta["epoch"] >= max(trainer_epochs, default=0), (meta, trainer_epochs)  # at most one epoch lost
     resumed = _run(2, "train_vqvae.json", root, demo_cohort, epochs, resume=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert _same_weights(last, reference / "models" / "vqvae_last.pt")
+    assert _same_weights(last, reference / "models" / "model_autoencoder_last.pt")
 
 
 def test_sigint_and_sigterm_save_then_resume(demo_cohort, tmp_path):
@@ -157,7 +163,7 @@ def test_sigint_and_sigterm_save_then_resume(demo_cohort, tmp_path):
     reference = tmp_path / "reference"
     run_workflow(2, "train_vqvae.json", _overrides(2, "train_vqvae.json", reference, demo_cohort, epochs))
     root = tmp_path / "run"
-    last = root / "models" / "vqvae_last.pt"
+    last = root / "models" / "model_autoencoder_last.pt"
     for signum, resume in ((signal.SIGINT, False), (signal.SIGTERM, True)):
         args = cli_args(
             2, "train_vqvae.json", _overrides(2, "train_vqvae.json", root, demo_cohort, epochs, resume=resume)
@@ -182,5 +188,5 @@ def test_sigint_and_sigterm_save_then_resume(demo_cohort, tmp_path):
         _all_checkpoints_load(root / "models")
     proc = _run(2, "train_vqvae.json", root, demo_cohort, epochs, resume=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert _same_weights(last, reference / "models" / "vqvae_last.pt")
-    assert _same_weights(root / "models" / "vqvae.pt", reference / "models" / "vqvae.pt")
+    assert _same_weights(last, reference / "models" / "model_autoencoder_last.pt")
+    assert _same_weights(root / "models" / "model_autoencoder.pt", reference / "models" / "model_autoencoder.pt")

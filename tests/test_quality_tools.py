@@ -4,7 +4,6 @@ class-fidelity statistics, feature-net reconstruction head, bf16 detection, demo
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -264,22 +263,21 @@ def test_ablation_rows_accumulate_and_render():
 
 
 def test_bundle_row_follows_the_bundle_configs():
-    import json
-
     from brainvq_monai.apps.ablation import ABLATION_ROWS, bundle_row
+    from brainvq_monai.bundle.layout import read_bundle_config
     from brainvq_monai.bundle.utils import default_bundle_root
 
-    configs = Path(default_bundle_root("brain_vqvae_2d")) / "configs"
-    vq = json.loads((configs / "train_vqvae.json").read_text())
-    pr = json.loads((configs / "train_prior.json").read_text())
+    vq = read_bundle_config(default_bundle_root("brain_vqvae_2d"), "train_vqvae")
+    pr = read_bundle_config(default_bundle_root("brain_vqvae_2d"), "train_prior")
     row = bundle_row(120)
     settings = cumulative_settings((*ABLATION_ROWS, row))[-1]
     assert (
-        settings["spatial_size"] == vq["spatial_size"] and settings["vqvae_channels"] == vq["network_def"]["channels"]
+        settings["spatial_size"] == vq["spatial_size"]
+        and settings["vqvae_channels"] == vq["autoencoder_def"]["channels"]
     )
     assert settings["learning_rate_prior"] == pr["learning_rate"] and settings["vqvae_budget_s"] == 120
-    for k, v in pr["network_def"]["transformer"].items():
-        if not str(v).startswith("@"):
+    for k, v in pr["prior_def"]["transformer"].items():
+        if not str(v).startswith(("@", "$")):
             assert settings["transformer"][k] == v, k
     # the cohort is the base row's, not the bundle's
     base = cumulative_settings(ABLATION_ROWS)[[r.key for r in ABLATION_ROWS].index(row.base)]
@@ -343,7 +341,7 @@ def test_prior_rows_reuse_only_the_vqvae_of_their_base(tmp_path):
     from brainvq_monai.apps.ablation import _prepare_reuse_row, _trained_base
 
     src = tmp_path / "base"
-    for name in ("models/vqvae.pt", "models/vqvae_last.pt", "models/feature_net.pt", "models/prior_transformer.pt",
+    for name in ("models/model_autoencoder.pt", "models/model_autoencoder_last.pt", "models/feature_net.pt", "models/model.pt",
                  "codes/train.pt", "tensorboard/vqvae/events", "tensorboard/prior_transformer/events", "data/x.png",
                  "datalist_adni.json", "generation_metrics.json"):  # fmt: skip
         (src / name).parent.mkdir(parents=True, exist_ok=True)
@@ -351,12 +349,16 @@ def test_prior_rows_reuse_only_the_vqvae_of_their_base(tmp_path):
     dst = tmp_path / "row"
     _prepare_reuse_row(src, dst, vqvae_only=True)
     models = sorted(f.name for f in (dst / "models").iterdir())
-    assert models == ["feature_net.pt", "vqvae.pt", "vqvae_last.pt"]  # the prior is trained again
+    assert models == [
+        "feature_net.pt",
+        "model_autoencoder.pt",
+        "model_autoencoder_last.pt",
+    ]  # the prior is trained again
     assert (dst / "codes" / "train.pt").is_file() and (dst / "tensorboard" / "vqvae" / "events").is_file()
     assert not (dst / "tensorboard" / "prior_transformer").exists() and not (dst / "generation_metrics.json").exists()
     assert (dst / "datalist_adni.json").is_file() and (dst / "data" / "x.png").is_file()
     _prepare_reuse_row(src, dst)  # a sampling row: every trained model
-    assert (dst / "models" / "prior_transformer.pt").is_file()
+    assert (dst / "models" / "model.pt").is_file()
     rows = (AblationRow("a", "base"), AblationRow("b", "prior", stage="prior"), AblationRow("c", "t", stage="sampling"),
             AblationRow("d", "t2", stage="sampling"))  # fmt: skip
     assert _trained_base(rows, 1) == "a" and _trained_base(rows, 2) == "b" and _trained_base(rows, 3) == "b"

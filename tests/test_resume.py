@@ -32,14 +32,12 @@ def _error_of(call) -> str:
 def two_epochs(tmp_path_factory, demo_cohort):
     """A finished 2-epoch VQ-VAE run of the 2D bundle (checkpoints written by the new handlers)."""
     root = tmp_path_factory.mktemp("resume2d")
-    run_workflow(
-        2, "train_vqvae.json", {**tiny(2, "train_vqvae.json", root, demo_cohort), "train#trainer#max_epochs": 2}
-    )
+    run_workflow(2, "train_vqvae.json", {**tiny(2, "train_vqvae.json", root, demo_cohort), "max_epochs": 2})
     return root
 
 
 def test_last_checkpoint_holds_everything_and_loads_with_weights_only(two_epochs):
-    last = load_torch_file(two_epochs / "models" / "vqvae_last.pt")  # weights_only=True
+    last = load_torch_file(two_epochs / "models" / "model_autoencoder_last.pt")  # weights_only=True
     assert {
         "model",
         "optimizer",
@@ -57,15 +55,20 @@ def test_last_checkpoint_holds_everything_and_loads_with_weights_only(two_epochs
     assert {"torch", "numpy", "python", "transforms", "stateful"} <= set(last["rng"]["now"])
     assert "augment" in last["rng"]["now"]["stateful"]["prepare_batch"]  # the on-device augmentation's generator
     assert last["validator"]["key_metric_name"] == "val_ssim" and last["validator"]["best_metric_epoch"] >= 1
-    best = load_torch_file(two_epochs / "models" / "vqvae.pt")
-    assert set(best) == {"model", "best"} and best["best"]["epoch"] == last["validator"]["best_metric_epoch"]
+    best = load_torch_file(two_epochs / "models" / "model_autoencoder.pt")
+    assert set(best) == set(last["model"])  # a plain state dict (the zoo's models/model*.pt), no wrapper keys
+    if last["validator"]["best_metric_epoch"] == 2:  # the best epoch is the last one: the same weights
+        assert all(torch.equal(best[k], last["model"][k]) for k in best)
 
 
 def test_resume_without_last_checkpoint_is_an_error(demo_cohort, tmp_path):
     over = {**tiny(2, "train_vqvae.json", tmp_path, demo_cohort), "resume": "true"}
     msg = _error_of(lambda: run_workflow(2, "train_vqvae.json", over))
-    assert msg.startswith(str(tmp_path / "models" / "vqvae_last.pt")) and "no last checkpoint to resume from" in msg
-    assert not (tmp_path / "models" / "vqvae.pt").exists()  # not a fresh start
+    assert (
+        msg.startswith(str(tmp_path / "models" / "model_autoencoder_last.pt"))
+        and "no last checkpoint to resume from" in msg
+    )
+    assert not (tmp_path / "models" / "model_autoencoder.pt").exists()  # not a fresh start
 
 
 def test_extending_a_finished_run(two_epochs, demo_cohort, tmp_path):
@@ -77,18 +80,18 @@ def test_extending_a_finished_run(two_epochs, demo_cohort, tmp_path):
 
     shutil.copytree(two_epochs / "models", tmp_path / "models")
     shutil.copytree(two_epochs / "runs", tmp_path / "runs")
-    last_file = tmp_path / "models" / "vqvae_last.pt"
+    last_file = tmp_path / "models" / "model_autoencoder_last.pt"
     last = load_torch_file(last_file)
     last["validator"]["best_metric"] = 1.0  # a perfect SSIM at epoch 2: no later epoch may replace vqvae.pt
     last["validator"]["best_metric_epoch"] = 2
     atomic_torch_save(last, last_file)
-    best_before = _digest(tmp_path / "models")["vqvae.pt"]
-    over = {**tiny(2, "train_vqvae.json", tmp_path, demo_cohort), "resume": True, "train#trainer#max_epochs": 4}
+    best_before = _digest(tmp_path / "models")["model_autoencoder.pt"]
+    over = {**tiny(2, "train_vqvae.json", tmp_path, demo_cohort), "resume": True, "max_epochs": 4}
     run_workflow(2, "train_vqvae.json", over)
     after = load_torch_file(last_file)
     assert after["meta"]["epoch"] == 4 and after["lr_scheduler"]["T_max"] == 4
     assert after["validator"]["best_metric"] == 1.0 and after["validator"]["best_metric_epoch"] == 2
-    assert _digest(tmp_path / "models")["vqvae.pt"] == best_before
+    assert _digest(tmp_path / "models")["model_autoencoder.pt"] == best_before
     base = 2e-4  # the config's learning_rate
     lrs = {
         e.step: e.value
@@ -103,27 +106,27 @@ def test_resuming_a_finished_run_does_nothing(two_epochs, demo_cohort, tmp_path)
 
     shutil.copytree(two_epochs / "models", tmp_path / "models")
     before = _digest(tmp_path / "models")
-    over = {**tiny(2, "train_vqvae.json", tmp_path, demo_cohort), "resume": "True", "train#trainer#max_epochs": 2}
+    over = {**tiny(2, "train_vqvae.json", tmp_path, demo_cohort), "resume": "True", "max_epochs": 2}
     workflow = run_workflow(2, "train_vqvae.json", over)
     assert workflow.parser.get_parsed_content("train#trainer").state.iteration == 0  # no step was taken
     assert _digest(tmp_path / "models") == before
-    over["train#trainer#max_epochs"] = 1
+    over["max_epochs"] = 1
     msg = _error_of(lambda: run_workflow(2, "train_vqvae.json", over))
-    assert msg.startswith("train#trainer#max_epochs: is 1 but") and "already holds 2 epochs" in msg
+    assert msg.startswith("max_epochs: is 1 but") and "already holds 2 epochs" in msg
 
 
 def test_resume_refuses_other_settings(two_epochs, demo_cohort, tmp_path):
     import shutil
 
     shutil.copytree(two_epochs / "models", tmp_path / "models")
-    base = {**tiny(2, "train_vqvae.json", tmp_path, demo_cohort), "resume": True, "train#trainer#max_epochs": 3}
-    last = str(tmp_path / "models" / "vqvae_last.pt")
-    msg = _error_of(lambda: run_workflow(2, "train_vqvae.json", {**base, "network_def#channels": [8, 32]}))
-    assert msg.startswith(last) and "in the checkpoint but" in msg and "set network_def#channels" in msg
+    base = {**tiny(2, "train_vqvae.json", tmp_path, demo_cohort), "resume": True, "max_epochs": 3}
+    last = str(tmp_path / "models" / "model_autoencoder_last.pt")
+    msg = _error_of(lambda: run_workflow(2, "train_vqvae.json", {**base, "autoencoder_def#channels": [8, 32]}))
+    assert msg.startswith(last) and "in the checkpoint but" in msg and "set autoencoder_def#channels" in msg
     adv = {**base, "adversarial_weight": 0.1, "discriminator_def#channels": 4, "discriminator_def#num_layers_d": 1}
     msg = _error_of(lambda: run_workflow(2, "train_vqvae.json", adv))
     assert msg.startswith(last) and "no 'discriminator' state" in msg and "adversarial_weight" in msg
-    (tmp_path / "models" / "vqvae_last.pt").write_bytes(b"")
+    (tmp_path / "models" / "model_autoencoder_last.pt").write_bytes(b"")
     msg = _error_of(lambda: run_workflow(2, "train_vqvae.json", base))
     assert msg == f"{last}: is empty (0 bytes): not a readable training checkpoint"
 
@@ -152,4 +155,4 @@ def test_boolean_overrides_as_strings(demo_cohort, tmp_path):
     assert evaluator.use_amp is False and evaluator.channels_last is False
     msg = _error_of(lambda: run_workflow(2, "train_vqvae.json", {**over, "amp": "flase"}))
     assert msg == "amp: must be true or false, got 'flase'"
-    assert torch.load(tmp_path / "models" / "vqvae_last.pt", weights_only=True)["meta"]["epoch"] == 1
+    assert torch.load(tmp_path / "models" / "model_autoencoder_last.pt", weights_only=True)["meta"]["epoch"] == 1

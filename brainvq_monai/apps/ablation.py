@@ -149,7 +149,7 @@ def bundle_row(
 ) -> AblationRow:
     """A row that trains with a bundle's own defaults (image size, networks, codebook, losses, optimisers, prior).
 
-    The values are read from the bundle's ``train_vqvae.json`` and ``train_prior.json`` (so the row follows the
+    The values are read from the bundle's ``train_vqvae`` and ``train_prior`` workflows (so the row follows the
     configs as they change); only the cohort, the seed and the time budget per stage come from the ablation.
 
     Args:
@@ -161,12 +161,12 @@ def bundle_row(
     Returns:
         the row (append it to :data:`ABLATION_ROWS` to run it).
     """
+    from brainvq_monai.bundle.layout import AUTOENCODER_ID, PRIOR_ID, read_bundle_config
     from brainvq_monai.bundle.utils import default_bundle_root
 
-    configs = Path(default_bundle_root(bundle)) / "configs"
-    vq = json.loads((configs / "train_vqvae.json").read_text())
-    pr = json.loads((configs / "train_prior.json").read_text())
-    net = vq["network_def"]
+    vq = read_bundle_config(default_bundle_root(bundle), "train_vqvae")
+    pr = read_bundle_config(default_bundle_root(bundle), "train_prior")
+    net = vq[AUTOENCODER_ID]
     if len(vq["spatial_size"]) != 2:
         raise BrainVQInputError(bundle, "bundle rows run the 2D demo pipeline: the bundle must be 2D")
     settings = {
@@ -182,14 +182,14 @@ def bundle_row(
             k: vq[k]
             for k in ("l1_weight", "ssim_weight", "perceptual_weight", "adversarial_weight", "adversarial_start")
         },
-        "vqvae_epochs": int(vq["train"]["trainer"]["max_epochs"]),
+        "vqvae_epochs": int(vq["max_epochs"]),
         "vqvae_budget_s": budget_s,
         "learning_rate_prior": float(pr["learning_rate"]),
         "prior_weight_decay": float(pr["optimizer"]["weight_decay"]),
         "prior_val_interval": int(pr["val_interval"]),
-        "prior_epochs": int(pr["train"]["trainer"]["max_epochs"]),
+        "prior_epochs": int(pr["max_epochs"]),
         "prior_budget_s": budget_s,
-        "transformer": {k: v for k, v in pr["network_def"]["transformer"].items() if not str(v).startswith("@")},
+        "transformer": {k: v for k, v in pr[PRIOR_ID]["transformer"].items() if not str(v).startswith(("@", "$"))},
     }
     change = f"the {bundle} bundle's defaults ({settings['spatial_size'][0]} px), {budget_s:.0f} s per stage"
     return AblationRow(key, change, settings, grid=True, base=base)
@@ -384,7 +384,7 @@ def _prepare_reuse_row(src: Path, dst: Path, vqvae_only: bool = False) -> None:
     if vqvae_only:
         (dst / "models").mkdir()
         for f in (src / "models").glob("*.pt"):
-            if f.name.startswith(("vqvae", "feature_net")):
+            if f.name.startswith(("model_autoencoder", "vqvae", "feature_net")):
                 shutil.copy2(f, dst / "models" / f.name)
         if (src / "tensorboard" / "vqvae").is_dir():
             shutil.copytree(src / "tensorboard" / "vqvae", dst / "tensorboard" / "vqvae")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from brainvq_monai.apps.run_loader import run_config_from_settings, write_run_config
+from brainvq_monai.bundle.layout import AUTOENCODER_ID, PRIOR_ID, config_files
 from brainvq_monai.bundle.utils import default_bundle_root
 from brainvq_monai.data.demo import validate_demo_settings
 from brainvq_monai.utils.errors import BrainVQInputError
@@ -136,31 +137,29 @@ def _prefixed(prefix: str, values: Mapping[str, Any]) -> dict[str, Any]:
     return {f"{prefix}#{k}": v for k, v in values.items()}
 
 
-def run_bundle_config(config: str, overrides: Mapping[str, Any], bundle: str = "brain_vqvae_2d") -> None:
-    """Runs ``bundles/<bundle>/configs/<config>`` like ``python -m monai.bundle run`` does, in this process.
+def run_bundle_config(workflow: str, overrides: Mapping[str, Any], bundle: str = "brain_vqvae_2d") -> None:
+    """Runs a workflow of a bundle (``configs/common.json`` + its overlay) like ``python -m monai.bundle run``
+    does, in this process.
 
     Args:
-        config: config file name, e.g. ``"train_vqvae.json"``.
+        workflow: a workflow of :data:`brainvq_monai.bundle.layout.WORKFLOWS`, e.g. ``"train_vqvae"``.
         overrides: ``{config_id: value}`` overrides.
         bundle: bundle folder name.
     """
     from monai.bundle import ConfigWorkflow
 
     root = Path(default_bundle_root(bundle))
-    config_file = root / "configs" / config
-    if not config_file.is_file():
-        raise BrainVQInputError(config_file, "bundle config not found; run from a source checkout (pip install -e .)")
-    workflow = ConfigWorkflow(
-        config_file=str(config_file),
+    workflow_run = ConfigWorkflow(
+        config_file=config_files(root, workflow),
         meta_file=str(root / "configs" / "metadata.json"),
         logging_file=str(root / "configs" / "logging.conf"),
         workflow_type=None,
         bundle_root=str(root),
         **overrides,
     )
-    workflow.initialize()
-    workflow.run()
-    workflow.finalize()
+    workflow_run.initialize()
+    workflow_run.run()
+    workflow_run.finalize()
 
 
 STAGES: tuple[str, ...] = ("vqvae", "prior", "evaluate", "sample", "report")
@@ -250,16 +249,15 @@ def run_demo(
         config = run_config_from_settings(s, prior, subjects=subjects, seed=seed)
         write_run_config(out_path, {**config, "precision": precision})
     arch = vqvae_architecture(s)
-    base = {**common, **_prefixed("vqvae_def", arch)}
-    prior_args = {f"network_def#{prior}": s[prior]}
+    base = {**common, **_prefixed(AUTOENCODER_ID, arch)}
+    prior_args = {f"{PRIOR_ID}#{prior}": s[prior]}
     steps: dict[str, tuple[str, str, Any]] = {
         "vqvae": (
             "train the VQ-VAE",
-            "train_vqvae.json",
+            "train_vqvae",
             lambda: {
-                **common,
-                **_prefixed("network_def", arch),
-                "train#trainer#max_epochs": s["vqvae_epochs"],
+                **base,
+                "max_epochs": s["vqvae_epochs"],
                 "time_budget_s": _stage_budget(s["vqvae_budget_s"], 0.35, deadline),
                 "time_budget_clock": s["budget_clock"],
                 "learning_rate": s["learning_rate_vqvae"],
@@ -272,11 +270,11 @@ def run_demo(
         ),
         "prior": (
             f"train the {prior} prior on cached codes",
-            "train_prior.json",
+            "train_prior",
             lambda: {
                 **base,
                 **prior_args,
-                "train#trainer#max_epochs": s["prior_epochs"],
+                "max_epochs": s["prior_epochs"],
                 "time_budget_s": _stage_budget(s["prior_budget_s"], 0.5, deadline),
                 "time_budget_clock": s["budget_clock"],
                 "val_interval": s["prior_val_interval"],
@@ -286,12 +284,12 @@ def run_demo(
         ),
         "evaluate": (
             "evaluate on the test split",
-            "evaluate.json",
-            lambda: {**base, f"prior_def#{prior}": s[prior]},
+            "evaluate",
+            lambda: {**base, **prior_args},
         ),
         "sample": (
             "sample new brains",
-            "inference.json",
+            "inference",
             lambda: {
                 **base,
                 **prior_args,

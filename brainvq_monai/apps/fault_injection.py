@@ -32,13 +32,14 @@ from typing import Any
 
 import torch
 
+from brainvq_monai.bundle.layout import AUTOENCODER_WEIGHTS, config_files
 from brainvq_monai.bundle.tiny import tiny_overrides
 from brainvq_monai.utils.io import atomic_write_json, load_torch_file, temp_files
 
 __all__ = ["KINDS", "render_campaign", "run_campaign"]
 
 KINDS = ("sigkill", "sigkill_at_iteration", "sigkill_in_save", "sigterm", "sigint")
-_TRAINERS = {"vqvae": ("train_vqvae.json", "vqvae"), "prior": ("train_prior.json", "prior_transformer")}
+_TRAINERS = {"vqvae": ("train_vqvae", "model_autoencoder"), "prior": ("train_prior", "model")}
 
 
 def _overrides(dims: int, config: str, root: Path, data: Path, epochs: int) -> dict[str, Any]:
@@ -46,9 +47,9 @@ def _overrides(dims: int, config: str, root: Path, data: Path, epochs: int) -> d
     return tiny_overrides(dims, config, root, data, epochs=epochs)
 
 
-def _command(dims: int, config: str, overrides: Mapping[str, Any]) -> list[str]:
-    bundle = Path(__file__).resolve().parents[2] / "bundles" / f"brain_vqvae_{dims}d" / "configs"
-    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(bundle / config)]
+def _command(dims: int, workflow: str, overrides: Mapping[str, Any]) -> list[str]:
+    bundle = Path(__file__).resolve().parents[2] / "bundles" / f"brain_vqvae_{dims}d"
+    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", json.dumps(config_files(bundle, workflow))]
     for key, value in overrides.items():
         args += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
     return args
@@ -76,8 +77,14 @@ def _all_load(models: Path) -> bool:
     return True
 
 
+def _weights(path: Path) -> dict[str, Any]:
+    """The network weights of a last checkpoint (``{"model": ...}``) or of best weights (a plain state dict)."""
+    data = load_torch_file(path)
+    return data["model"] if "model" in data else data
+
+
 def _same(a: Path, b: Path) -> bool:
-    wa, wb = load_torch_file(a)["model"], load_torch_file(b)["model"]
+    wa, wb = _weights(a), _weights(b)
     return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
@@ -198,7 +205,7 @@ def run_campaign(
             if name == "prior":
                 import shutil
 
-                shutil.copy2(reference / "models" / "vqvae.pt", root / "models" / "vqvae.pt")
+                shutil.copy2(reference / "models" / AUTOENCODER_WEIGHTS, root / "models" / AUTOENCODER_WEIGHTS)
             last, best = root / "models" / f"{stem}_last.pt", root / "models" / f"{stem}.pt"
             epoch_length = int(load_torch_file(reference / "models" / f"{stem}_last.pt")["meta"]["epoch_length"])
             events = []

@@ -1,6 +1,6 @@
 """Rebuild the trained networks, data and settings of a ``brainvq demo`` / bundle run folder.
 
-A run folder holds ``models/vqvae.pt``, ``models/prior_<name>.pt``, ``datalist_<format>.json`` and, written by
+A run folder holds ``models/model_autoencoder.pt`` (older runs: ``vqvae.pt``), ``models/model.pt`` (``prior_<name>.pt``), ``datalist_<format>.json`` and, written by
 :func:`brainvq_monai.apps.demo.run_demo`, ``run_config.json`` (:func:`write_run_config`) with everything needed to
 rebuild the networks. Older demo runs without it are read from ``demo_summary.json`` and the demo defaults.
 """
@@ -26,12 +26,14 @@ RUN_CONFIG_VERSION = 1
 
 
 def _bundle_vqvae_def(bundle: str) -> dict[str, Any]:
+    from monai.bundle import ConfigParser
+
+    from brainvq_monai.bundle.layout import AUTOENCODER_ID, COMMON_CONFIG
     from brainvq_monai.bundle.utils import default_bundle_root
 
-    config = Path(default_bundle_root(bundle)) / "configs" / "inference.json"
-    if not config.is_file():
-        raise BrainVQInputError(config, "bundle config not found; run from a source checkout (pip install -e .)")
-    return dict(json.loads(config.read_text())["vqvae_def"])
+    parser = ConfigParser()
+    parser.read_config(str(Path(default_bundle_root(bundle)) / "configs" / COMMON_CONFIG))
+    return dict(parser.get_parsed_content(AUTOENCODER_ID, instantiate=False).resolve_args())
 
 
 def run_config_from_settings(
@@ -57,6 +59,7 @@ def run_config_from_settings(
         the JSON-able config (checkpoint and datalist paths relative to the run folder).
     """
     from brainvq_monai.apps.demo import vqvae_architecture
+    from brainvq_monai.bundle.layout import AUTOENCODER_WEIGHTS, PRIOR_WEIGHTS
 
     vq = _bundle_vqvae_def(bundle)
     vq.pop("_target_", None)
@@ -80,7 +83,7 @@ def run_config_from_settings(
         "prior": prior,
         "vqvae_def": vq,
         "prior_args": dict(settings[prior]),
-        "checkpoints": {"vqvae": "models/vqvae.pt", "prior": f"models/prior_{prior}.pt"},
+        "checkpoints": {"vqvae": f"models/{AUTOENCODER_WEIGHTS}", "prior": f"models/{PRIOR_WEIGHTS}"},
         "settings": json.loads(json.dumps(dict(settings), default=str)),
     }
 

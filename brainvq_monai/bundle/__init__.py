@@ -1,6 +1,6 @@
 from .anomaly import save_anomaly_outputs
 from .checks import check_datalist, check_settings
-from .samples import generate_samples, reference_affine
+from .samples import centred_affine, generate_samples, reference_affine
 from .utils import (
     as_bool,
     default_bundle_root,
@@ -10,12 +10,14 @@ from .utils import (
     load_network,
     perceptual_network,
     training_prepare_batch,
+    training_state,
 )
 
 __all__ = [
     "as_bool",
     "check_datalist",
     "check_settings",
+    "centred_affine",
     "default_bundle_root",
     "encode_codes",
     "ensure_datalist",
@@ -26,4 +28,5 @@ __all__ = [
     "reference_affine",
     "save_anomaly_outputs",
     "training_prepare_batch",
+    "training_state",
 ]

@@ -16,13 +16,12 @@ from torch import nn
 from brainvq_monai.data.writers import save_image
 from brainvq_monai.inferers.anomaly import (
     SCORE_COLUMNS,
-    anomaly_map,
     brain_mask,
-    heal,
     masked_mean,
     region_mask,
     residual_map,
 )
+from brainvq_monai.inferers.prior_inferer import AutoregressivePriorInferer
 from brainvq_monai.networks.nets.prior import AutoregressivePrior
 from brainvq_monai.utils.errors import BrainVQInputError
 from brainvq_monai.utils.tensors import device_of, plain_tensor
@@ -73,6 +72,7 @@ def save_anomaly_outputs(
     label_key: str = "label",
     subject_key: str = "subject",
     class_names: Mapping[str, str] | None = None,
+    inferer: AutoregressivePriorInferer | None = None,
 ) -> Path:
     """Writes NLL maps, healed images, residual maps and a CSV of per-image scores for a dataset.
 
@@ -99,6 +99,8 @@ def save_anomaly_outputs(
         label_key: class label key.
         subject_key: subject key.
         class_names: ``{"0": "NC", "1": "AD"}`` for the CSV's ``class`` column.
+        inferer: computes the NLL maps and the healing (default: a new
+            :class:`~brainvq_monai.inferers.AutoregressivePriorInferer`; the config's ``inferer``).
 
     Returns:
         the path of ``scores.csv``.
@@ -113,6 +115,7 @@ def save_anomaly_outputs(
     out = Path(os.fspath(output_dir))
     out.mkdir(parents=True, exist_ok=True)
     names_of = {str(k): v for k, v in (class_names or {}).items()}
+    inferer = inferer if inferer is not None else AutoregressivePriorInferer()
     generator = torch.Generator(device=device_of(prior)).manual_seed(int(seed))
     rows: list[dict[str, Any]] = []
     for batch in data:
@@ -123,8 +126,8 @@ def save_anomaly_outputs(
         x = plain_tensor(torch.as_tensor(image)).float().to(device_of(vqvae))
         n = x.shape[0]
         labels = None if class_label is None else torch.full((n,), int(class_label), dtype=torch.long)
-        nll = anomaly_map(x, vqvae, prior, labels, interpolation_mode).to(x.device)
-        healed = heal(x, vqvae, prior, threshold, labels, generator=generator)
+        nll = inferer.get_anomaly_map(x, vqvae, prior, labels, interpolation_mode).to(x.device)
+        healed = inferer.heal(x, vqvae, prior, threshold, labels, generator=generator)
         residual = residual_map(x, healed.image, healed.resampled, sigma, interpolation_mode).mean(1, keepdim=True)
         brain = brain_mask(x, brain_threshold, dilation=0)
         region = region_mask(x.shape[2:], region_box).to(x.device)

@@ -124,6 +124,19 @@ def _check_spatial_size(
             )
 
 
+def _class_names(value: Any) -> dict[int, str]:
+    """``class_names`` as ``{id: name}``; ids must number the classes 0..n-1."""
+    if not isinstance(value, Mapping):
+        raise BrainVQInputError("class_names", f'must map class ids to names, e.g. {{"0": "NC"}}, got {value!r}')
+    try:
+        names = {int(k): str(v) for k, v in value.items()}
+    except (TypeError, ValueError):
+        raise BrainVQInputError("class_names", f"keys must be class ids 0, 1, ..., got {list(value)}") from None
+    if sorted(names) != list(range(len(names))):
+        raise BrainVQInputError("class_names", f"must number the classes 0..{len(names) - 1}, got {sorted(names)}")
+    return names
+
+
 def check_settings(
     booleans: Mapping[str, Any] | None = None,
     positive: Mapping[str, Any] | None = None,
@@ -136,6 +149,7 @@ def check_settings(
     data_format: str | None = None,
     dataset_dir: str | os.PathLike | None = None,
     output_dirs: Mapping[str, Any] | None = None,
+    class_names: Any = None,
 ) -> bool:
     """Checks a bundle config's settings; the first problem is a one-line error naming its config ID.
 
@@ -152,6 +166,7 @@ def check_settings(
         data_format: ``"oasis"``, ``"adni"`` or ``"nifti"`` (the 3D bundle reads volumes: ``"nifti"``).
         dataset_dir: the data folder (only read).
         output_dirs: ``{config_id: folder}`` the run writes to; none may lie inside ``dataset_dir``.
+        class_names: the ``class_names`` mapping ``{"0": name, "1": name, ...}`` (ids 0..n-1).
 
     Returns:
         ``True`` (so the config expression has a value).
@@ -172,6 +187,8 @@ def check_settings(
             raise BrainVQInputError(
                 "data_format", f"the 3D bundle trains on volumes: it must be 'nifti', got {data_format!r}"
             )
+    if class_names is not None:
+        _class_names(class_names)
     if spatial_size is not None:
         _check_spatial_size(spatial_size, spatial_dims, downsample_parameters, upsample_parameters, network_id)
     if dataset_dir is not None:
@@ -189,6 +206,7 @@ def check_datalist(
     path: str | os.PathLike = "datalist",
     splits: Sequence[str] = (),
     conditional: bool | str | None = None,
+    class_names: Mapping[str, str] | None = None,
 ) -> bool:
     """Checks a loaded datalist: the splits a config needs are non-empty lists of items with an ``image``, and the
     class labels agree with the ``labels`` mapping (and, for a conditional prior, every class has training items).
@@ -198,6 +216,8 @@ def check_datalist(
         path: the datalist file, named by the errors.
         splits: the splits the config reads (``training``, ``validation``, ``test``).
         conditional: the config's ``conditional`` (class-conditional prior), or ``None`` when it has none.
+        class_names: the config's ``class_names``; a labelled datalist must have exactly these classes, and a
+            conditional prior needs a labelled datalist.
 
     Returns:
         ``True``.
@@ -244,7 +264,20 @@ def check_datalist(
                     )
                 if split == "training":
                     counts[label] += 1
-    if conditional is not None and as_bool(conditional, "conditional") and names:
+    is_conditional = conditional is not None and as_bool(conditional, "conditional")
+    if class_names is not None and names and names != _class_names(class_names):
+        raise BrainVQInputError(
+            path,
+            f"its class labels {names} differ from the config's class_names {_class_names(class_names)}; "
+            "set --class_names to the datalist's labels",
+        )
+    if is_conditional and class_names and not names:
+        raise BrainVQInputError(
+            path,
+            f"has no class labels, but the prior is conditional on class_names {dict(class_names)}; "
+            "set --conditional false for unlabelled data (e.g. OASIS)",
+        )
+    if is_conditional and names:
         empty = [f"{k} ({names[k]})" for k, n in counts.items() if n == 0]
         if empty:
             raise BrainVQInputError(

@@ -1,8 +1,7 @@
-"""Sampling a trained prior to image files (the ``inference.json`` workflow)."""
+"""Sampling a trained prior to image files (the ``inference.json`` workflow, from Python)."""
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -10,15 +9,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.data import DataLoader, Dataset
 
-from brainvq_monai.data.writers import save_image
+from brainvq_monai.data.sampling import sampling_requests
+from brainvq_monai.engines.evaluators import SamplingEvaluator
+from brainvq_monai.handlers.samples import SampleWriter
 from brainvq_monai.inferers.prior_inferer import AutoregressivePriorInferer
-from brainvq_monai.utils.errors import BrainVQInputError
-from brainvq_monai.utils.io import atomic_write_json
+from brainvq_monai.utils.tensors import device_of
 
-__all__ = ["generate_samples", "reference_affine"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["centred_affine", "generate_samples", "reference_affine"]
 
 
 def reference_affine(item: Mapping[str, Any], transform: Any) -> np.ndarray | None:
@@ -34,6 +33,25 @@ def reference_affine(item: Mapping[str, Any], transform: Any) -> np.ndarray | No
     data = transform(dict(item))
     affine = getattr(data["image"], "affine", None)
     return None if affine is None else np.asarray(torch.as_tensor(affine).cpu(), dtype=np.float64)
+
+
+def centred_affine(pixdim: Sequence[float], spatial_size: Sequence[int]) -> np.ndarray:
+    """A RAS voxel-to-world affine with spacing ``pixdim`` whose grid centre is the world origin.
+
+    The grid of generated volumes when no training image is at hand (an exported bundle samples without data):
+    the preprocessing reorients to RAS, resamples to ``pixdim`` and centres the brain in ``spatial_size``.
+
+    Args:
+        pixdim: voxel spacing in mm.
+        spatial_size: the volume's shape.
+
+    Returns:
+        the 4x4 affine.
+    """
+    spacing = np.asarray([float(p) for p in pixdim], dtype=np.float64)
+    affine = np.diag([*spacing, 1.0])
+    affine[:3, 3] = -spacing * (np.asarray([int(s) for s in spatial_size], dtype=np.float64) - 1) / 2
+    return affine
 
 
 def generate_samples(
@@ -53,14 +71,16 @@ def generate_samples(
 ) -> list[Path]:
     """Samples the prior, decodes with the VQ-VAE and writes one file per sample under ``output_dir``.
 
-    Files are ``sample_<class>_<NNNN>.png`` (2D) or ``.nii.gz`` (3D, with ``affine``), plus ``samples.json``
-    recording the settings, so a run can be reproduced.
+    The same engine, inferer and writer as ``inference.json`` (:class:`~brainvq_monai.engines.SamplingEvaluator`,
+    :class:`~brainvq_monai.inferers.AutoregressivePriorInferer`, :class:`~brainvq_monai.handlers.SampleWriter`):
+    files ``sample_<class>_<NNNN>.png`` (2D) or ``.nii.gz`` (3D, with ``affine``), plus ``samples.json`` recording
+    the settings, so a run can be reproduced.
 
     Args:
         vqvae: trained VQ-VAE (eval mode is enforced).
         prior: trained prior.
         output_dir: destination folder.
-        num_samples: number of samples.
+        num_samples: number of samples (per class for a conditional prior without ``class_label``).
         class_label: class to sample for a conditional prior (``None``: unconditional prior required, or every
             class in turn for a conditional one, ``num_samples`` each).
         temperature: sampling temperature.
@@ -75,54 +95,21 @@ def generate_samples(
     Returns:
         the written image paths.
     """
-    if num_samples < 1:
-        raise BrainVQInputError("num_samples", f"must be >= 1, got {num_samples}")
-    num_classes = getattr(prior, "num_classes", None)
-    if class_label is not None and not num_classes:
-        raise BrainVQInputError("class_label", "given, but the prior is unconditional (trained without labels)")
-    if class_label is not None and not 0 <= int(class_label) < num_classes:
-        raise BrainVQInputError("class_label", f"must lie in [0, {num_classes - 1}], got {class_label}")
-    classes: list[int | None] = (
-        [int(class_label)] if class_label is not None else (list(range(num_classes)) if num_classes else [None])
+    requests = sampling_requests(num_samples, class_label, getattr(prior, "num_classes", None), class_names)
+    settings = {"num_samples": num_samples, "class_label": class_label, "temperature": temperature}
+    writer = SampleWriter(output_dir, affine, {**settings, "top_k": top_k, "top_p": top_p, "seed": seed})
+    evaluator = SamplingEvaluator(
+        device=device_of(prior),
+        val_data_loader=DataLoader(Dataset(requests), batch_size=batch_size, shuffle=False, num_workers=0),
+        network=prior,
+        autoencoder=vqvae,
+        inferer=AutoregressivePriorInferer(),
+        latent_shape=latent_shape,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=seed,
+        val_handlers=[writer],
     )
-    names = {int(k): v for k, v in (class_names or {}).items()}
-    out = Path(os.fspath(output_dir))
-    inferer = AutoregressivePriorInferer()
-    device = next(prior.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(int(seed))
-    written: list[Path] = []
-    spatial_dims = getattr(prior, "spatial_dims", 2)
-    suffix = ".png" if spatial_dims == 2 else ".nii.gz"
-    for c in classes:
-        tag = "all" if c is None else names.get(c, f"class{c}")
-        done = 0
-        while done < num_samples:
-            n = min(batch_size, num_samples - done)
-            labels = None if c is None else torch.full((n,), c, dtype=torch.long)
-            images = inferer.sample(
-                vqvae,
-                prior,
-                n,
-                latent_shape,
-                labels,
-                temperature,
-                top_k,
-                generator=generator,
-                verbose=False,
-                top_p=top_p,
-            )
-            for j, img in enumerate(images):
-                written.append(save_image(img.clamp(0, 1), out / f"sample_{tag}_{done + j:04d}{suffix}", affine))
-            done += n
-            logger.info(f"sampled {done}/{num_samples} ({tag})")
-    settings = {
-        "num_samples": num_samples,
-        "class_label": class_label,
-        "temperature": temperature,
-        "top_k": top_k,
-        "top_p": top_p,
-        "seed": seed,
-        "files": [p.name for p in written],
-    }
-    atomic_write_json(out / "samples.json", settings)
-    return written
+    evaluator.run()
+    return list(writer.written)

@@ -1,40 +1,38 @@
-"""Tiny settings of the bundle configs: seconds per run on a CPU, for tests and the fault-injection campaign."""
+"""Tiny settings of the bundle workflows: seconds per run on a CPU, for tests and the fault-injection campaign."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PRIOR_ID", "TINY_PIXELCNN", "TINY_TRANSFORMER", "VQVAE_ID", "tiny_overrides"]
+from brainvq_monai.bundle.layout import AUTOENCODER_ID, PRIOR_ID
+
+__all__ = ["TINY_PIXELCNN", "TINY_TRANSFORMER", "tiny_overrides"]
 
 TINY_TRANSFORMER = {"attn_layers_dim": 16, "attn_layers_depth": 1, "attn_layers_heads": 2}
 TINY_PIXELCNN = {"channels": 8, "num_layers": 2, "kernel_size": 3}
-# the VQ-VAE's config ID in each config, and the prior's
-VQVAE_ID = {
-    "train_vqvae.json": "network_def",
-    "train_prior.json": "vqvae_def",
-    "evaluate.json": "vqvae_def",
-    "inference.json": "vqvae_def",
-}
-PRIOR_ID = {"train_prior.json": "network_def", "evaluate.json": "prior_def", "inference.json": "network_def"}
 
 
 def tiny_overrides(
-    dims: int, config: str, root: Path, data: Path, prior: str = "transformer", epochs: int = 1
+    dims: int, workflow: str, root: Path, data: Path, prior: str = "transformer", epochs: int = 1
 ) -> dict[str, Any]:
-    """Overrides that shrink a bundle config to a few seconds on CPU (32 px images or 16^3 volumes, 8-16 channels).
+    """Overrides that shrink a bundle workflow to a few seconds on CPU (32 px images or 16^3 volumes, 8-16 channels).
+
+    The same IDs work for every workflow (``configs/common.json`` defines them); the workflow only adds its own
+    (number of samples, previews).
 
     Args:
         dims: the bundle, 2 or 3.
-        config: the config file name, e.g. ``"train_vqvae.json"``.
+        workflow: the workflow, e.g. ``"train_vqvae"`` (a ``.json`` suffix is ignored).
         root: the run folder (``bundle_root``; ``runs`` and ``models`` below it).
         data: ``dataset_dir`` (a demo cohort).
         prior: ``"transformer"`` or ``"pixelcnn"``.
-        epochs: ``train#trainer#max_epochs`` of a training config.
+        epochs: ``max_epochs`` of a training workflow.
 
     Returns:
         ``{config ID: value}``.
     """
+    workflow = workflow.removesuffix(".json")
     arch = (
         {"channels": [8, 16], "num_res_channels": [8, 16], "num_res_layers": 1}
         if dims == 2
@@ -51,16 +49,14 @@ def tiny_overrides(
         "batch_size": 8 if dims == 2 else 2,
         "num_workers": 0,
         "prior": prior,
+        "max_epochs": epochs,
+        f"{PRIOR_ID}#{prior}": TINY_TRANSFORMER if prior == "transformer" else TINY_PIXELCNN,
+        **{f"{AUTOENCODER_ID}#{k}": v for k, v in arch.items()},
     }
     if dims == 3:
         over["pixdim"] = [8.0, 8.0, 8.0]
-    over.update({f"{VQVAE_ID[config]}#{k}": v for k, v in arch.items()})
-    if config in PRIOR_ID:
-        over[f"{PRIOR_ID[config]}#{prior}"] = TINY_TRANSFORMER if prior == "transformer" else TINY_PIXELCNN
-    if config.startswith("train"):
-        over["train#trainer#max_epochs"] = epochs
-    if config == "train_prior.json":
+    if workflow == "train_prior":
         over["num_preview_samples"] = 2
-    if config == "inference.json":
+    if workflow == "inference":
         over["num_samples"] = 2
     return over

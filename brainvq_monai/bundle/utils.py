@@ -27,6 +27,7 @@ __all__ = [
     "latent_shape_of",
     "perceptual_network",
     "training_prepare_batch",
+    "training_state",
 ]
 
 logger = logging.getLogger(__name__)
@@ -170,7 +171,7 @@ def load_network(
         network: the network (its architecture must match).
         checkpoint: ``.pt`` file: a state dict, or a dict with one of ``"model"``, ``"network"``, ``"state_dict"``.
         device: move the network there.
-        config_id: the config ID that defines ``network`` (``vqvae_def``, ``prior_def``, ...), named when the
+        config_id: the config ID that defines ``network`` (``autoencoder_def``, ``prior_def``, ...), named when the
             checkpoint does not match it.
 
     Returns:
@@ -217,7 +218,7 @@ def encode_codes(
     cache_key: Any = None,
     amp: bool | str = False,
     channels_last: bool | str = False,
-    config_id: str = "vqvae_def",
+    config_id: str = "autoencoder_def",
 ) -> Any:
     """Encodes ``items`` into code maps once and caches them; reuses the cache while inputs are unchanged.
 
@@ -374,3 +375,18 @@ def training_prepare_batch(augment_on_device: bool, seed: int | None = None) -> 
     if seed is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
         seed = int(seed) + torch.distributed.get_rank()
     return AugmentedPrepareBatch(RandBrainAugment().set_random_state(seed), prepare_images)
+
+
+def training_state(**objects: Any) -> dict[str, Any]:
+    """The ``save_dict`` of a training run's last checkpoint: the given objects, without those that are ``None``.
+
+    Lets a config list every object that may take part (``discriminator=@discriminator`` is ``None`` unless the
+    adversarial loss is on) without a conditional expression.
+
+    Args:
+        objects: ``name=object`` (networks, optimizers, schedulers, the trainer), ``None`` for absent ones.
+
+    Returns:
+        ``{name: object}`` of the present objects.
+    """
+    return {name: obj for name, obj in objects.items() if obj is not None}

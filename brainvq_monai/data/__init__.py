@@ -26,6 +26,7 @@ from .image_io import (
     robust_max,
     validate_image,
 )
+from .sampling import UNCONDITIONAL, sampling_requests
 from .writers import save_image
 
 __all__ = [
@@ -50,6 +51,8 @@ __all__ = [
     "CodesDataset",
     "codes_dataloader",
     "save_image",
+    "UNCONDITIONAL",
+    "sampling_requests",
 ]
 
 

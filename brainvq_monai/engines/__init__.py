@@ -1,4 +1,4 @@
-from .evaluators import PriorEvaluator, VQVAEEvaluator
+from .evaluators import PriorEvaluator, SamplingEvaluator, VQVAEEvaluator
 from .prior_trainer import PriorTrainer, check_code_dataset
 from .utils import (
     autocast,
@@ -15,6 +15,7 @@ from .vqvae_trainer import VQVAETrainer
 __all__ = [
     "PriorEvaluator",
     "PriorTrainer",
+    "SamplingEvaluator",
     "check_code_dataset",
     "VQVAEEvaluator",
     "VQVAETrainer",

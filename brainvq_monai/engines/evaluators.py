@@ -15,8 +15,9 @@ from torch.nn import functional as F
 
 from brainvq_monai.engines.utils import autocast, prepare_codes, prepare_images, to_channels_last, unwrap, vqvae_forward
 from brainvq_monai.utils.settings import as_bool
+from brainvq_monai.utils.tensors import device_of
 
-__all__ = ["VQVAEEvaluator", "PriorEvaluator"]
+__all__ = ["VQVAEEvaluator", "PriorEvaluator", "SamplingEvaluator"]
 
 
 class _BrainVQEvaluator(SupervisedEvaluator):
@@ -142,6 +143,87 @@ class PriorEvaluator(_BrainVQEvaluator):
             logits = engine.network(codes, labels)
         nll = F.cross_entropy(logits.float(), codes, reduction="none")
         engine.state.output = {Keys.IMAGE: codes, Keys.LABEL: labels, "nll": nll, Keys.LOSS: nll.mean()}
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output
+
+
+def _prepare_requests(batchdata: dict[str, Any], device: torch.device, non_blocking: bool = False, **_: Any) -> tuple:
+    labels = torch.as_tensor(batchdata["class_label"]).reshape(-1).long()
+    return labels.to(device, non_blocking=non_blocking), list(batchdata["name"])
+
+
+class SamplingEvaluator(_BrainVQEvaluator):
+    """Draws new images: each iteration samples a batch of code maps from the prior through ``engine.inferer``
+    (:meth:`~brainvq_monai.inferers.AutoregressivePriorInferer.sample`) and decodes them with the autoencoder.
+
+    The data are sampling requests (:func:`brainvq_monai.data.sampling_requests`: ``{"class_label", "name"}``);
+    ``engine.state.output`` holds ``pred`` (the decoded images), ``label`` (``None`` for an unconditional prior)
+    and ``name``, for handlers such as :class:`~brainvq_monai.handlers.SampleWriter`. One ``torch.Generator``,
+    seeded with ``seed`` when the run starts, draws every batch in turn, so a run with the same seed, requests and
+    batch size writes the same images.
+
+    Args:
+        device: device.
+        val_data_loader: loader of sampling requests.
+        network: the prior.
+        autoencoder: the VQ-VAE whose codes the prior models.
+        inferer: an :class:`~brainvq_monai.inferers.AutoregressivePriorInferer`.
+        latent_shape: the code map shape (``None``: the prior's own).
+        temperature: softmax temperature (``0``: greedy).
+        top_k: optional top-k truncation.
+        top_p: optional nucleus truncation.
+        seed: seed of the sampling generator.
+        val_handlers: handlers (e.g. the sample writer).
+        kwargs: further arguments of :class:`monai.engines.SupervisedEvaluator`.
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device,
+        val_data_loader: Iterable,
+        network: torch.nn.Module,
+        autoencoder: torch.nn.Module,
+        inferer: Inferer,
+        latent_shape: Sequence[int] | None = None,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int = 0,
+        val_handlers: Sequence | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            device, val_data_loader, network, prepare_batch=_prepare_requests, inferer=inferer,
+            val_handlers=val_handlers, **kwargs,
+        )  # fmt: skip
+        self.autoencoder = autoencoder
+        self.latent_shape = None if latent_shape is None else tuple(int(s) for s in latent_shape)
+        self.temperature = float(temperature)
+        self.top_k = top_k
+        self.top_p = top_p
+        self.seed = int(seed)
+        self.generator: torch.Generator | None = None
+
+    def _iteration(self, engine: SamplingEvaluator, batchdata: dict[str, Any]) -> dict:  # type: ignore[override]
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        labels, names = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking)
+        if engine.generator is None or engine.state.iteration == 1:
+            engine.generator = torch.Generator(device=device_of(engine.network)).manual_seed(engine.seed)
+        conditional = bool(getattr(unwrap(engine.network), "num_classes", None))
+        images = engine.inferer.sample(
+            engine.autoencoder,
+            engine.network,
+            len(names),
+            engine.latent_shape,
+            labels if conditional else None,
+            engine.temperature,
+            engine.top_k,
+            generator=engine.generator,
+            top_p=engine.top_p,
+        )
+        engine.state.output = {Keys.PRED: images, Keys.LABEL: labels if conditional else None, "name": names}
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output

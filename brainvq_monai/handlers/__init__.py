@@ -1,6 +1,7 @@
 from .budget import TimeBudgetHandler, ValidationHandler
 from .checkpoint import BestCheckpointSaver, TrainingCheckpointHandler
 from .metrics import MetricsJSONWriter, MultiScaleSSIMHandler, SSIMHandler, batch_item_names
+from .samples import SampleWriter
 from .tensorboard import (
     CodebookTensorBoardHandler,
     LearningRateTensorBoardHandler,
@@ -8,7 +9,7 @@ from .tensorboard import (
     PriorSampleGridHandler,
     ReconstructionGridHandler,
 )
-from .writer import NullSummaryWriter, handlers_for_rank, summary_writer
+from .writer import NullSummaryWriter, handlers_for_rank, summary_writer, validation_handlers_for_rank
 
 __all__ = [
     "BestCheckpointSaver",
@@ -20,6 +21,7 @@ __all__ = [
     "NullSummaryWriter",
     "PriorSampleGridHandler",
     "ReconstructionGridHandler",
+    "SampleWriter",
     "SSIMHandler",
     "TimeBudgetHandler",
     "TrainingCheckpointHandler",
@@ -27,4 +29,5 @@ __all__ = [
     "batch_item_names",
     "handlers_for_rank",
     "summary_writer",
+    "validation_handlers_for_rank",
 ]

@@ -63,13 +63,14 @@ class BestCheckpointSaver:
     Attach it to the evaluator. It relies on MONAI's ``Workflow``, which compares the key metric with the evaluator's
     ``metric_cmp_fn`` at the end of every validation and records ``state.best_metric`` and ``state.best_metric_epoch``
     (restored by :class:`TrainingCheckpointHandler` when a run resumes, so a resumed run never replaces the best
-    checkpoint with a worse epoch). The file holds ``{name: state_dict}`` for ``save_dict`` (``"model"`` for the
-    network, as MONAI's ``CheckpointSaver`` wrote it, so ``load_network``, ``CheckpointLoader`` and ``ckpt_export``
-    read it unchanged) and ``"best": {"metric_name", "metric", "epoch"}``. Under ``torch.distributed`` only rank 0
-    writes.
+    checkpoint with a worse epoch). With one entry in ``save_dict`` the file is that network's plain state dict, as
+    MONAI's ``CheckpointSaver`` writes a single object and as the model zoo names it (``models/model.pt``), so
+    ``python -m monai.bundle ckpt_export`` loads it without ``--key_in_ckpt``; with several entries it holds
+    ``{name: state_dict}``. The best metric and its epoch are logged and kept in the last checkpoint. Under
+    ``torch.distributed`` only rank 0 writes.
 
     Args:
-        filepath: the best checkpoint, e.g. ``models/vqvae.pt``.
+        filepath: the best checkpoint, e.g. ``models/model_autoencoder.pt``.
         save_dict: ``{name: network}`` to save.
     """
 
@@ -96,14 +97,11 @@ class BestCheckpointSaver:
         state = engine.state
         if rank_and_world()[0] != 0 or getattr(state, "best_metric_epoch", -1) != state.epoch:
             return
-        checkpoint: dict[str, Any] = {k: _state_of(v) for k, v in self.save_dict.items() if v is not None}
-        checkpoint["best"] = {
-            "metric_name": getattr(state, "key_metric_name", None),
-            "metric": float(state.best_metric),
-            "epoch": int(state.best_metric_epoch),
-        }
+        states = {k: _state_of(v) for k, v in self.save_dict.items() if v is not None}
+        checkpoint = next(iter(states.values())) if len(states) == 1 else states
         atomic_torch_save(checkpoint, self.filepath)
-        logger.info(f"saved the best checkpoint {self.filepath} (epoch {state.epoch})")
+        name = getattr(state, "key_metric_name", None)
+        logger.info(f"saved the best checkpoint {self.filepath} (epoch {state.epoch}, {name} {state.best_metric:.4g})")
 
 
 class TrainingCheckpointHandler:
@@ -432,7 +430,7 @@ class TrainingCheckpointHandler:
             iteration = epoch * length
         if max_epochs < epoch:
             raise BrainVQInputError(
-                "train#trainer#max_epochs",
+                "max_epochs",
                 f"is {max_epochs} but {path} already holds {epoch} epochs; set it to more than {epoch} to continue",
             )
         stopper = getattr(self.early_stop, "_handler", None)
@@ -440,7 +438,7 @@ class TrainingCheckpointHandler:
         if complete and epoch >= max_epochs:
             self._nothing_to_do = (
                 f"{path}: the run already trained {epoch} of {max_epochs} epochs; nothing to do "
-                "(raise train#trainer#max_epochs to train longer)"
+                "(raise max_epochs to train longer)"
             )
         elif complete and stopper is not None and early and int(early.get("counter", 0)) >= int(stopper.patience):
             self._nothing_to_do = (

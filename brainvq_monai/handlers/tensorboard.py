@@ -12,8 +12,11 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
+from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
+from brainvq_monai.networks.nets.vqvae import codebook_embeddings
+from brainvq_monai.utils.errors import BrainVQInputError
 from brainvq_monai.visualize.grids import tile_grid
 
 __all__ = [
@@ -176,7 +179,8 @@ class CodebookTensorBoardHandler(_TensorBoardHandler):
 
     Args:
         summary_writer: shared TensorBoard writer.
-        codebook: callable returning the ``(K, D)`` codebook (e.g. ``lambda: net.quantizer.quantizer.embedding.weight``).
+        network: the VQ-VAE (``BrainVQVAE``, MONAI ``VQVAE``, or either wrapped in DDP) whose codebook is shown; or
+        codebook: a callable returning the ``(K, D)`` codebook (exactly one of ``network`` and ``codebook``).
         output_transform: engine output -> code indices.
         projector_interval: write the projector embedding at step 1 and every this many steps (0: never).
         tag: tag prefix.
@@ -186,14 +190,17 @@ class CodebookTensorBoardHandler(_TensorBoardHandler):
     def __init__(
         self,
         summary_writer: SummaryWriter,
-        codebook: Callable[[], torch.Tensor],
+        network: nn.Module | None = None,
+        codebook: Callable[[], torch.Tensor] | None = None,
         output_transform: Callable = lambda out: out["indices"],
         projector_interval: int = 1,
         tag: str = "codebook",
         step_transform: Callable[[Engine], int] = _epoch,
     ) -> None:
         super().__init__(summary_writer, step_transform)
-        self.codebook = codebook
+        if (network is None) == (codebook is None):
+            raise BrainVQInputError("CodebookTensorBoardHandler", "give exactly one of 'network' and 'codebook'")
+        self.codebook = codebook if codebook is not None else (lambda: codebook_embeddings(network))
         self.output_transform = output_transform
         self.projector_interval = projector_interval
         self.tag = tag

@@ -12,7 +12,7 @@ from torch.utils.tensorboard import SummaryWriter
 from brainvq_monai.utils.distributed import rank_and_world
 from brainvq_monai.utils.errors import register_exit_flush
 
-__all__ = ["NullSummaryWriter", "handlers_for_rank", "summary_writer"]
+__all__ = ["NullSummaryWriter", "handlers_for_rank", "summary_writer", "validation_handlers_for_rank"]
 
 
 class NullSummaryWriter:
@@ -66,3 +66,23 @@ def handlers_for_rank(handlers: Sequence[Any], rank: int | None = None) -> list[
     writes = (StatsHandler, TensorBoardHandler, ProgressBar, CheckpointSaver, MetricsJSONWriter, LossTensorBoardHandler,
               _TensorBoardHandler)  # fmt: skip
     return [h for h in handlers if not isinstance(h, writes)]
+
+
+def validation_handlers_for_rank(handlers: Sequence[Any], rank: int | None = None) -> list[Any]:
+    """The validation handlers of a multi-process run: none on ranks other than 0; on rank 0 all but early stopping.
+
+    Validation metrics are all-reduced, so rank 0 alone logs them and saves the best checkpoint. Early stopping is
+    left out because a stop decided on one rank would leave the other ranks waiting in a collective.
+
+    Args:
+        handlers: the single-process validation handler list of a config.
+        rank: the process rank; ``None``: ``torch.distributed``'s rank, or 0 when it is not initialised.
+
+    Returns:
+        the handlers for this rank.
+    """
+    from monai.handlers import EarlyStopHandler
+
+    if (rank_and_world()[0] if rank is None else rank) > 0:
+        return []
+    return [h for h in handlers if not isinstance(h, EarlyStopHandler)]

@@ -3,7 +3,7 @@
 ``torch.nn.Module.load_state_dict`` reports a mismatch as a multi-line list starting with "Error(s) in loading
 state_dict for BrainVQVAE:". Here the first mismatching tensor is named with both shapes and the config ID that most
 likely differs between the run that wrote the checkpoint and the current config (``num_embeddings``,
-``vqvae_def#channels``, ``network_def#transformer#attn_layers_dim``, ...).
+``autoencoder_def#channels``, ``network_def#transformer#attn_layers_dim``, ...).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def mismatch_hint(name: str, saved: tuple[int, ...], current: tuple[int, ...], c
         name: the tensor's state-dict key.
         saved: its shape in the checkpoint.
         current: its shape in the network.
-        config_id: the config ID of the network definition (``network_def``, ``vqvae_def``, ``prior_def``, ...).
+        config_id: the config ID of the network definition (``network_def``, ``autoencoder_def``, ``prior_def``, ...).
 
     Returns:
         a short hint such as ``"num_embeddings"``.

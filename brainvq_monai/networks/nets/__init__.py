@@ -6,7 +6,7 @@ from .feature_net import FEATURE_NET_VERSION, BrainFeatureNet
 from .gated_pixelcnn import GatedPixelCNN
 from .prior import AutoregressivePrior, IncrementalDecoder
 from .transformer_prior import TransformerPrior
-from .vqvae import BrainVQVAE, ReconstructionWrapper
+from .vqvae import BrainVQVAE, ReconstructionWrapper, codebook_embeddings
 
 __all__ = [
     "BlockTransformerPrior",
@@ -22,4 +22,5 @@ __all__ = [
     "ReconstructionWrapper",
     "TransformerPrior",
     "build_prior",
+    "codebook_embeddings",
 ]

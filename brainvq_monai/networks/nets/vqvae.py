@@ -13,8 +13,9 @@ from torch import nn
 from brainvq_monai.networks.layers.quantizer import RobustEMAQuantizer, RobustVectorQuantizer
 from brainvq_monai.utils.errors import BrainVQInputError
 from brainvq_monai.utils.settings import as_bool
+from brainvq_monai.utils.state import unwrap_module
 
-__all__ = ["BrainVQVAE", "ReconstructionWrapper"]
+__all__ = ["BrainVQVAE", "ReconstructionWrapper", "codebook_embeddings"]
 
 
 class BrainVQVAE(VQVAE):
@@ -259,3 +260,25 @@ class ReconstructionWrapper(nn.Module):
         """
         reconstruction = self.network(images)[0]
         return reconstruction
+
+
+def codebook_embeddings(network: nn.Module) -> torch.Tensor:
+    """The ``(K, D)`` codebook of a VQ-VAE: a :class:`BrainVQVAE` or MONAI ``VQVAE``, also inside DDP/compile wrappers.
+
+    Args:
+        network: the VQ-VAE.
+
+    Returns:
+        the codebook embeddings (a view of the parameters/buffers; detach before logging).
+
+    Raises:
+        BrainVQInputError: ``network`` has no MONAI-style ``quantizer.quantizer.embedding``.
+    """
+    net = unwrap_module(network)
+    quantizer = getattr(getattr(net, "quantizer", None), "quantizer", None)
+    embedding = getattr(quantizer, "embedding", None)
+    if not isinstance(embedding, nn.Embedding):
+        raise BrainVQInputError(
+            "network", f"{type(net).__name__} has no VQ-VAE codebook (quantizer.quantizer.embedding)"
+        )
+    return embedding.weight
