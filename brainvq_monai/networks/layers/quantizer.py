@@ -153,6 +153,9 @@ class RobustEMAQuantizer(EMAQuantizer):
     - **usage statistics** of the last forward (detached, local to the rank): ``last_counts`` (``[K]`` histogram),
       ``last_codes_used``, ``last_perplexity``; and ``last_restarted``, the number of codes re-seeded at the last
       restart. Accumulate ``last_counts`` over an epoch and use :func:`codebook_perplexity` for epoch-level metrics.
+    - **TorchScript**: ``torch.jit.script`` compiles the eval-mode forward (nearest-code assignment, straight-through
+      output, loss, no autocast); codebook updates and usage statistics are host-side training logic, left out
+      (``@torch.jit.unused``: a scripted quantizer in training mode raises).
 
     Args:
         spatial_dims: number of spatial dimensions of the input (2 or 3).

@@ -27,6 +27,8 @@ class BrainVQVAE(VQVAE):
     re-initialised from data). ``forward -> (reconstruction, quantization_loss)``, ``encode``, ``quantize``,
     ``decode``, ``index_quantize``, ``decode_samples``, ``encode_stage_2_inputs`` and ``decode_stage_2_outputs`` keep
     MONAI's behaviour, except that ``index_quantize`` never updates the codebook (MONAI's does in training mode).
+    In eval mode it scripts with ``torch.jit.script`` (``monai.bundle ckpt_export``'s default), giving the same
+    outputs; the codebook updates and ``use_checkpointing`` are training-only and not compiled.
 
     Args:
         spatial_dims: number of spatial dimensions (2 or 3).
