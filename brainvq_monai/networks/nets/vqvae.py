@@ -152,6 +152,9 @@ class BrainVQVAE(VQVAE):
 
     #: submodules that ``torch.compile`` should compile (the quantizer keeps host-side state and stays eager)
     compile_submodules: tuple[str, ...] = ("encoder", "decoder")
+    #: properties TorchScript leaves out: ``ema_quantizer``'s annotated class does not match the scripted quantizer's
+    #: type once differently configured quantizers have been scripted in the same process
+    __jit_unused_properties__ = ["ema_quantizer"]
 
     def _checkpointing(self) -> bool:
         """Whether ``encode``/``decode`` checkpoint their blocks: with gradients enabled, never in TorchScript."""
