@@ -15,6 +15,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from monai.networks.layers.vector_quantizer import EMAQuantizer, VectorQuantizer
 
+from brainvq_monai.networks._jit import jit_unused
 from brainvq_monai.utils.distributed import rank_and_world
 from brainvq_monai.utils.errors import BrainVQInputError
 
@@ -45,18 +46,27 @@ def codebook_perplexity(counts: torch.Tensor) -> torch.Tensor:
     return torch.where(total.squeeze(-1) > 0, entropy.exp(), torch.zeros_like(entropy))
 
 
-def _nearest(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
-    """Index of the nearest code (squared Euclidean) for every row of ``x``; fp32, chunked over rows."""
+def _nearest(x: torch.Tensor, codebook: torch.Tensor, max_elements: int = _MAX_DISTANCE_ELEMENTS) -> torch.Tensor:
+    """Index of the nearest code (squared Euclidean) for every row of ``x``; fp32, chunked over rows.
+
+    Args:
+        x: ``[N, C]`` rows.
+        codebook: ``[K, C]`` codes.
+        max_elements: largest distance matrix computed at once (rows per chunk: ``max_elements // K``).
+
+    Returns:
+        ``[N]`` long indices.
+    """
     codebook_sq = (codebook**2).sum(dim=1)
     if torch.jit.is_tracing():  # a traced graph must not bake in a data-dependent number of chunks
         return torch.addmm(codebook_sq, x, codebook.t(), beta=1.0, alpha=-2.0).argmin(dim=1)
-    chunk = max(1, _MAX_DISTANCE_ELEMENTS // max(1, codebook.shape[0]))
-    out = []
+    chunk = max(1, max_elements // max(1, codebook.shape[0]))
+    out: list[torch.Tensor] = []
     for start in range(0, x.shape[0], chunk):
         rows = x[start : start + chunk]
         # ||x||^2 is constant per row and does not change the argmin
         out.append(torch.addmm(codebook_sq, rows, codebook.t(), beta=1.0, alpha=-2.0).argmin(dim=1))
-    if not out:
+    if len(out) == 0:
         return torch.zeros(0, dtype=torch.long, device=x.device)
     return torch.cat(out)
 
@@ -143,6 +153,9 @@ class RobustEMAQuantizer(EMAQuantizer):
     - **usage statistics** of the last forward (detached, local to the rank): ``last_counts`` (``[K]`` histogram),
       ``last_codes_used``, ``last_perplexity``; and ``last_restarted``, the number of codes re-seeded at the last
       restart. Accumulate ``last_counts`` over an epoch and use :func:`codebook_perplexity` for epoch-level metrics.
+    - **TorchScript**: ``torch.jit.script`` compiles the eval-mode forward (nearest-code assignment, straight-through
+      output, loss, no autocast); codebook updates and usage statistics are host-side training logic, left out
+      (``@torch.jit.unused``: a scripted quantizer in training mode raises).
 
     Args:
         spatial_dims: number of spatial dimensions of the input (2 or 3).
@@ -257,12 +270,14 @@ class RobustEMAQuantizer(EMAQuantizer):
         Returns:
             the embedded tensor.
         """
+        if torch.jit.is_scripting():  # TorchScript's autocast needs a constant device type (and runs no autocast)
+            return self._embed(embedding_indices)
         with torch.autocast(device_type=embedding_indices.device.type, enabled=False):
-            return (
-                F.embedding(embedding_indices, self.embedding.weight)
-                .permute(self.quantization_permutation)
-                .contiguous()
-            )
+            return self._embed(embedding_indices)
+
+    def _embed(self, embedding_indices: torch.Tensor) -> torch.Tensor:
+        """:meth:`embed` without the autocast context."""
+        return F.embedding(embedding_indices, self.embedding.weight).permute(self.quantization_permutation).contiguous()
 
     def distributed_synchronization(self, encodings_sum: torch.Tensor, dw: torch.Tensor) -> None:
         """All-reduce (sum) the per-batch EMA statistics in place when distributed with ``ddp_sync``.
@@ -285,30 +300,47 @@ class RobustEMAQuantizer(EMAQuantizer):
             ``(quantized, loss, encoding_indices)``: straight-through quantization in the input dtype, the fp32
             commitment loss (scalar) and the code indices ``[B, *spatial]``.
         """
-        update = self.training and not self.freeze_codebook
+        if torch.jit.is_scripting():  # TorchScript's autocast needs a constant device type (and runs no autocast)
+            return self._quantize_fp32(inputs)
         with torch.autocast(device_type=inputs.device.type, enabled=False):
-            x = inputs.float()
-            flat = x.detach().permute(self.flatten_permutation).reshape(-1, self.embedding_dim)
-            if update and not self._host_state()[0] and self.init != "none":
-                self._data_init(flat)
-            indices = _nearest(flat, self.embedding.weight.detach().float())
-            encoding_indices = indices.view([x.shape[0], *x.shape[2:]])
-            quantized = self.embed(encoding_indices).float()
-            if update:
-                self._ema_update(flat, indices)
-            loss = self.commitment_cost * (quantized.detach() - x).pow(2).mean()
-            quantized = (x + (quantized - x).detach()).to(inputs.dtype)
-        if not torch.jit.is_tracing() and not torch.jit.is_scripting():
-            self._record_usage(indices)
+            quantized, loss, encoding_indices = self._quantize_fp32(inputs)
+        if not torch.jit.is_tracing():
+            self._record_usage(encoding_indices)
         return quantized, loss, encoding_indices
 
     # ------------------------------------------------------------------ internals
+    def _quantize_fp32(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`forward` without the autocast context and the usage statistics."""
+        update = self.training and not self.freeze_codebook
+        x = inputs.float()
+        flat = x.detach().permute(self.flatten_permutation).reshape(-1, self.embedding_dim)
+        if update:
+            self._maybe_data_init(flat)
+        indices = _nearest(flat, self.embedding.weight.detach().float())
+        encoding_indices = indices.view(x.shape[:1] + x.shape[2:])
+        quantized = self._embed(encoding_indices).float()
+        if update:
+            self._ema_update(flat, indices)
+        loss = self.commitment_cost * (quantized.detach() - x).pow(2).mean()
+        quantized = (x + (quantized - x).detach()).to(inputs.dtype)
+        return quantized, loss, encoding_indices
+
     def _assign(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.autocast(device_type=inputs.device.type, enabled=False):
             x = inputs.float()
             flat = x.permute(self.flatten_permutation).reshape(-1, self.embedding_dim)
             indices = _nearest(flat, self.embedding.weight.detach().float())
-            return flat, indices.view([x.shape[0], *x.shape[2:]])
+            return flat, indices.view(x.shape[:1] + x.shape[2:])
+
+    @jit_unused
+    def _maybe_data_init(self, flat: torch.Tensor) -> None:
+        """Initialises the codebook from ``flat`` on the first update of an uninitialised codebook (training only).
+
+        Args:
+            flat: detached fp32 encoder outputs ``[N, C]``.
+        """
+        if not self._host_state()[0] and self.init != "none":
+            self._data_init(flat)
 
     def _host_state(self) -> tuple[bool, int]:
         """Host copy of ``(initialized, num_updates)``: read from the buffers once, so training steps do not sync."""
@@ -319,6 +351,7 @@ class RobustEMAQuantizer(EMAQuantizer):
     def _sync_world(self) -> int:
         return rank_and_world()[1] if self.ddp_sync else 1
 
+    @jit_unused
     @torch.no_grad()
     def _record_usage(self, indices: torch.Tensor) -> None:
         counts = _code_counts(indices, self.num_embeddings).long()
@@ -395,6 +428,7 @@ class RobustEMAQuantizer(EMAQuantizer):
         noise = torch.randn(tuple(shape), generator=gen, device=samples.device)
         return noise * (self.restart_noise * std.clamp_min(1e-6))
 
+    @jit_unused
     @torch.no_grad()
     def _ema_update(self, flat: torch.Tensor, indices: torch.Tensor) -> None:
         encodings_sum = _code_counts(indices, self.num_embeddings)

@@ -47,33 +47,39 @@ def to_blocks(x: torch.Tensor, block_size: int, spatial_dims: int) -> torch.Tens
         the blocked tensor (trailing dims after the spatial ones are kept).
     """
     b, d = int(block_size), int(spatial_dims)
-    spatial, rest = x.shape[1 : 1 + d], x.shape[1 + d :]
-    grid = [s // b for s in spatial]
-    split = [x.shape[0]] + [v for g in grid for v in (g, b)] + list(rest)
-    x = x.reshape(split)
+    rest = list(x.shape[1 + d :])
+    split = [x.shape[0]]
+    num_blocks, block_codes = 1, 1
+    for i in range(d):
+        grid = x.shape[1 + i] // b
+        split += [grid, b]
+        num_blocks, block_codes = num_blocks * grid, block_codes * b
     n = len(rest)
     perm = [0] + [1 + 2 * i for i in range(d)] + [2 + 2 * i for i in range(d)] + [1 + 2 * d + i for i in range(n)]
-    return x.permute(perm).reshape(x.shape[0], math.prod(grid), b**d, *rest)
+    return x.reshape(split + rest).permute(perm).reshape([x.shape[0], num_blocks, block_codes] + rest)
 
 
-def from_blocks(x: torch.Tensor, block_size: int, spatial_shape: Sequence[int]) -> torch.Tensor:
+def from_blocks(x: torch.Tensor, block_size: int, spatial_shape: list[int]) -> torch.Tensor:
     """Inverse of :func:`to_blocks`: ``(B, n_blocks, b^D, ...)`` -> ``(B, *S, ...)``.
 
     Args:
         x: the blocked tensor.
         block_size: ``b``.
-        spatial_shape: ``S``.
+        spatial_shape: ``S`` (a list or tuple of ints; a list in TorchScript).
 
     Returns:
         the tensor in the spatial layout.
     """
     b, d = int(block_size), len(spatial_shape)
-    grid = [int(s) // b for s in spatial_shape]
-    rest = x.shape[3:]
-    x = x.reshape(x.shape[0], *grid, *([b] * d), *rest)
+    shape = [int(s) for s in spatial_shape]
+    rest = list(x.shape[3:])
     n = len(rest)
-    perm = [0] + [v for i in range(d) for v in (1 + i, 1 + d + i)] + [1 + 2 * d + i for i in range(n)]
-    return x.permute(perm).reshape(x.shape[0], *[int(s) for s in spatial_shape], *rest)
+    perm = [0]
+    for i in range(d):
+        perm += [1 + i, 1 + d + i]
+    perm += [1 + 2 * d + i for i in range(n)]
+    split = [x.shape[0]] + [s // b for s in shape] + [b for _ in range(d)] + rest
+    return x.reshape(split).permute(perm).reshape([x.shape[0]] + shape + rest)
 
 
 class BlockTransformerPrior(AutoregressivePrior):
@@ -123,6 +129,8 @@ class BlockTransformerPrior(AutoregressivePrior):
         if depth_layers < 1:
             raise BrainVQInputError("depth_layers", f"must be >= 1, got {depth_layers}")
         self.spatial_shape = spatial_shape
+        self._spatial_size = list(spatial_shape)  # TorchScript-friendly copies for code_logits
+        self._shape_text = ", ".join(str(s) for s in spatial_shape)
         self.block_size = int(block_size)
         self.block_codes = self.block_size**spatial_dims
         self.num_blocks = math.prod(s // self.block_size for s in spatial_shape)
@@ -206,8 +214,8 @@ class BlockTransformerPrior(AutoregressivePrior):
         seq = torch.cat([hidden[:, None], tokens], dim=1)
         return self.head(self.depth.hidden_states(seq))
 
-    def forward(self, codes: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Causal code logits.
+    def code_logits(self, codes: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Causal code logits (``forward`` also takes ``(B, 1, *S)``, see :meth:`AutoregressivePrior.forward`).
 
         Args:
             codes: ``(B, *S)`` long code map, ``S == spatial_shape``.
@@ -217,9 +225,10 @@ class BlockTransformerPrior(AutoregressivePrior):
             ``(B, K, *S)`` logits; those at a position depend only on the codes before it in
             :meth:`generation_order` and on the class label.
         """
-        if codes.dim() != self.spatial_dims + 1 or tuple(codes.shape[1:]) != self.spatial_shape:
+        if codes.dim() != self.spatial_dims + 1 or list(codes.shape[1:]) != self._spatial_size:
             raise BrainVQInputError(
-                "codes", f"expected shape (B, {', '.join(map(str, self.spatial_shape))}), got {tuple(codes.shape)}"
+                "codes",
+                f"expected shape (B, {self._shape_text}) or (B, 1, {self._shape_text}), got {list(codes.shape)}",
             )
         if codes.is_floating_point():
             raise BrainVQInputError("codes", f"expected an integer tensor of code indices, got {codes.dtype}")
@@ -232,7 +241,7 @@ class BlockTransformerPrior(AutoregressivePrior):
         hidden = self.transformer.hidden_states(inputs)  # (B, n, D): h_i sees blocks < i
         logits = self.depth_logits(hidden.reshape(-1, hidden.shape[-1]), blocks.reshape(-1, self.block_codes)[:, :-1])
         logits = logits.reshape(batch, self.num_blocks, self.block_codes, self.num_embeddings)
-        out = from_blocks(logits, self.block_size, self.spatial_shape)  # (B, *S, K)
+        out = from_blocks(logits, self.block_size, self._spatial_size)  # (B, *S, K)
         return out.movedim(-1, 1)
 
     def incremental_decoder(

@@ -23,6 +23,7 @@ from monai.networks.nets.transformer import AbsolutePositionalEmbedding
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from brainvq_monai.networks._jit import jit_unused
 from brainvq_monai.utils.errors import BrainVQInputError
 
 __all__ = ["CausalTransformer"]
@@ -173,9 +174,17 @@ class CausalTransformer(DecoderOnlyTransformer):
         """
         pos_emb = self.position_embeddings.embedding.weight[: embeddings.shape[1]]
         h = self.embedding_dropout(embeddings + pos_emb)
-        use_ckpt = self.use_checkpointing and self.training and torch.is_grad_enabled()
+        if not torch.jit.is_scripting() and self.use_checkpointing and self.training and torch.is_grad_enabled():
+            return self._checkpointed_blocks(h)
         for block in self.blocks:
-            h = checkpoint(block, h, use_reentrant=False) if use_ckpt else block(h)
+            h = block(h)
+        return h
+
+    @jit_unused
+    def _checkpointed_blocks(self, h: torch.Tensor) -> torch.Tensor:
+        """The blocks with activation checkpointing (training only; TorchScript has no ``torch.utils.checkpoint``)."""
+        for block in self.blocks:
+            h = checkpoint(block, h, use_reentrant=False)
         return h
 
     @classmethod

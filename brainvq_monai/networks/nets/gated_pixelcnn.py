@@ -187,7 +187,7 @@ class GatedPixelCNN(AutoregressivePrior):
     def embed(self, codes: torch.Tensor) -> torch.Tensor:
         """Token embedding ``(B, E, H, W)`` of an integer code map ``(B, H, W)``."""
         if codes.dim() != 3:
-            raise ValueError(f"codes: expected a (B, H, W) code map, got shape {tuple(codes.shape)}")
+            raise ValueError(f"codes: expected a (B, H, W) code map, got shape {list(codes.shape)}")
         return self.embedding(codes.long()).permute(0, 3, 1, 2)
 
     def _conditions(self, labels: torch.Tensor | None) -> list[tuple[torch.Tensor | None, torch.Tensor | None]]:
@@ -202,9 +202,10 @@ class GatedPixelCNN(AutoregressivePrior):
         """
         labels = self.check_class_labels(class_labels, x_emb.shape[0])
         labels = None if labels is None else labels.to(x_emb.device)
-        height, width = x_emb.shape[-2:]
+        height, width = x_emb.shape[-2], x_emb.shape[-1]
         v = h = x_emb
-        for layer, (cond_v, cond_h) in zip(self.layers, self._conditions(labels)):
+        for layer in self.layers:
+            cond_v, cond_h = layer.conditions(labels)
             v_pre, v_next = layer.forward_v(F.pad(v, (0, 0, layer.pad, 0)), cond_v)
             link_in = F.pad(v_pre, (0, 0, 1, 0))[:, :, :height]  # down-shift: row r sees vertical rows < r
             h_window = F.pad(h, (layer.pad, 0))[..., : width + layer.pad - layer.shift]
@@ -212,8 +213,17 @@ class GatedPixelCNN(AutoregressivePrior):
             v = v_next
         return self.head(h)
 
-    def forward(self, codes: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Causal logits ``(B, K, H, W)`` for a code map ``(B, H, W)`` (raster order)."""
+    def code_logits(self, codes: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Causal logits ``(B, K, H, W)`` for a code map ``(B, H, W)`` (raster order); ``forward`` also takes
+        ``(B, 1, H, W)`` (see :meth:`AutoregressivePrior.forward`).
+
+        Args:
+            codes: ``(B, H, W)`` integer codes in ``[0, K)``.
+            class_labels: optional ``(B,)`` labels in ``[0, num_classes)``.
+
+        Returns:
+            ``(B, K, H, W)`` logits.
+        """
         return self.forward_embedded(self.embed(codes), class_labels)
 
     def generation_order(self, spatial_shape: Sequence[int]) -> torch.Tensor:

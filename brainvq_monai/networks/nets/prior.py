@@ -5,7 +5,9 @@ inferer (:class:`brainvq_monai.inferers.AutoregressivePriorInferer`) samples and
 
 * ``forward(codes, class_labels)`` maps an integer code map ``(B, *S)`` to causal logits ``(B, K, *S)``:
   the logits at spatial position ``p`` depend only on codes generated before ``p`` in
-  :meth:`generation_order` (plus the optional class label).
+  :meth:`generation_order` (plus the optional class label). It also takes a channel-first code map ``(B, 1, *S)`` of
+  any numeric dtype (the MONAI model zoo's ``verify_net_in_out`` and ``ckpt_export`` feed ``torch.rand(1, 1, *S)``),
+  and it scripts with ``torch.jit.script``. Each prior implements :meth:`code_logits` for ``(B, *S)`` codes.
 * :meth:`generation_order` gives the flat (row-major) indices of the positions in generation order.
 * :meth:`incremental_decoder` returns an :class:`IncrementalDecoder` whose ``step`` yields exactly the same
   logits as ``forward`` would at the ``t``-th generated position, but reuses work across steps (KV cache,
@@ -19,6 +21,8 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+
+from brainvq_monai.utils.errors import BrainVQInputError
 
 __all__ = ["AutoregressivePrior", "IncrementalDecoder"]
 
@@ -65,15 +69,16 @@ class AutoregressivePrior(nn.Module, ABC):
         """Validates optional class labels against ``num_classes`` and returns them as a ``(B,)`` long tensor."""
         if class_labels is None:
             return None
-        if self.num_classes is None:
+        num_classes = self.num_classes
+        if num_classes is None:
             raise ValueError("class_labels: given, but this prior was built with num_classes=None")
         labels = torch.as_tensor(class_labels).long().reshape(-1)
         if labels.numel() == 1 and batch_size > 1:
-            labels = labels.expand(batch_size)
+            labels = labels.expand([batch_size])
         if labels.numel() != batch_size:
             raise ValueError(f"class_labels: expected {batch_size} labels, got {labels.numel()}")
-        if not self.values_in_range(labels, self.num_classes):
-            raise ValueError(f"class_labels: values must lie in [0, {self.num_classes - 1}]")
+        if not self.values_in_range(labels, num_classes):
+            raise ValueError(f"class_labels: values must lie in [0, {num_classes - 1}]")
         return labels
 
     def values_in_range(self, values: torch.Tensor, high: int) -> bool:
@@ -94,9 +99,61 @@ class AutoregressivePrior(nn.Module, ABC):
             return True
         return bool(values.min() >= 0) and bool(values.max() < high)
 
-    @abstractmethod
     def forward(self, codes: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Causal logits ``(B, K, *S)`` for a code map ``(B, *S)``."""
+        """Causal logits ``(B, K, *S)`` for a code map: :meth:`code_logits` of :meth:`as_code_map` ``(codes)``.
+
+        Args:
+            codes: ``(B, *S)`` integer code indices in ``[0, K)``, or a channel-first ``(B, 1, *S)`` code map of any
+                numeric dtype (float values are rounded and clamped to ``[0, K)``), e.g. the ``torch.rand(1, 1, *S)``
+                of the MONAI model zoo's ``verify_net_in_out`` and ``ckpt_export``.
+            class_labels: optional ``(B,)`` class labels in ``[0, num_classes)`` (``num_classes`` must be set).
+
+        Returns:
+            ``(B, K, *S)`` float logits, causal in :meth:`generation_order`.
+
+        Raises:
+            BrainVQInputError: (a ``ValueError``) for a code map of the wrong shape or dtype, or codes out of range.
+        """
+        return self.code_logits(self.as_code_map(codes), class_labels)
+
+    def as_code_map(self, codes: torch.Tensor) -> torch.Tensor:
+        """The ``(B, *S)`` code map of :meth:`forward`'s input; the one place where input layouts are normalised.
+
+        A ``(B, *S)`` tensor is returned as it is (the prior checks its shape, dtype and values); a channel-first
+        ``(B, 1, *S)`` one loses its channel dimension, float values are rounded and clamped to ``[0, K)``, and the
+        result is a long tensor.
+
+        Args:
+            codes: ``(B, *S)`` or ``(B, 1, *S)`` tensor (``spatial_dims + 1`` or ``+ 2`` dimensions).
+
+        Returns:
+            the ``(B, *S)`` code map.
+
+        Raises:
+            BrainVQInputError: for a ``spatial_dims + 2``-dimensional tensor with more than one channel.
+        """
+        if codes.dim() != self.spatial_dims + 2:
+            return codes
+        if codes.shape[1] != 1:
+            raise BrainVQInputError(
+                "codes", f"expected a (B, *S) code map or a (B, 1, *S) one, got shape {list(codes.shape)}"
+            )
+        codes = codes[:, 0]
+        if codes.is_floating_point():
+            codes = codes.round().clamp(0, self.num_embeddings - 1)
+        return codes.long()
+
+    @abstractmethod
+    def code_logits(self, codes: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Causal logits ``(B, K, *S)`` for a ``(B, *S)`` code map (what :meth:`forward` computes).
+
+        Args:
+            codes: ``(B, *S)`` integer code indices in ``[0, K)``.
+            class_labels: optional ``(B,)`` class labels.
+
+        Returns:
+            ``(B, K, *S)`` float logits.
+        """
 
     @abstractmethod
     def generation_order(self, spatial_shape: Sequence[int]) -> torch.Tensor:

@@ -116,6 +116,8 @@ class TransformerPrior(AutoregressivePrior):
         if len(spatial_shape) != spatial_dims or min(spatial_shape) < 1:
             raise BrainVQInputError("spatial_shape", f"expected {spatial_dims} positive sizes, got {spatial_shape}")
         self.spatial_shape = spatial_shape
+        self._spatial_size = list(spatial_shape)  # TorchScript-friendly copies for code_logits
+        self._shape_text = ", ".join(str(s) for s in spatial_shape)
         self.num_positions = int(np.prod(spatial_shape))
         self.ordering_type = ordering_type
         self.ordering_seed = ordering_seed
@@ -140,7 +142,8 @@ class TransformerPrior(AutoregressivePrior):
     @property
     def num_tokens(self) -> int:
         """Vocabulary size of the transformer: ``K`` codes, the BOS token and one start token per class."""
-        return self.num_embeddings + 1 + (self.num_classes or 0)
+        num_classes = self.num_classes
+        return self.num_embeddings + 1 + (0 if num_classes is None else num_classes)
 
     @property
     def bos_token(self) -> int:
@@ -257,9 +260,10 @@ class TransformerPrior(AutoregressivePrior):
 
     def sequence_logits(self, codes: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
         """Raw transformer logits ``(B, N, num_tokens)`` in generation order for a code map ``(B, *S)``."""
-        if codes.dim() != self.spatial_dims + 1 or tuple(codes.shape[1:]) != self.spatial_shape:
+        if codes.dim() != self.spatial_dims + 1 or list(codes.shape[1:]) != self._spatial_size:
             raise BrainVQInputError(
-                "codes", f"expected shape (B, {', '.join(map(str, self.spatial_shape))}), got {codes.shape}"
+                "codes",
+                f"expected shape (B, {self._shape_text}) or (B, 1, {self._shape_text}), got {list(codes.shape)}",
             )
         if codes.is_floating_point():
             raise BrainVQInputError("codes", f"expected an integer tensor of code indices, got {codes.dtype}")
@@ -271,8 +275,8 @@ class TransformerPrior(AutoregressivePrior):
         tokens = torch.cat([start[:, None], seq[:, :-1]], dim=1)
         return self.transformer(tokens)
 
-    def forward(self, codes: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Causal code logits.
+    def code_logits(self, codes: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Causal code logits (``forward`` also takes ``(B, 1, *S)``, see :meth:`AutoregressivePrior.forward`).
 
         Args:
             codes: ``(B, *S)`` long code map, ``S == spatial_shape``.
@@ -285,7 +289,7 @@ class TransformerPrior(AutoregressivePrior):
         logits = self.sequence_logits(codes, class_labels)[..., : self.num_embeddings]
         revert = torch.argsort(self.sequence_ordering)
         logits = logits[:, revert]  # back to row-major positions
-        return logits.transpose(1, 2).reshape(codes.shape[0], self.num_embeddings, *self.spatial_shape)
+        return logits.transpose(1, 2).reshape([codes.shape[0], self.num_embeddings] + self._spatial_size)
 
     def incremental_decoder(
         self,

@@ -10,6 +10,7 @@ from monai.networks.layers import Act
 from monai.networks.nets import VQVAE
 from torch import nn
 
+from brainvq_monai.networks._jit import jit_unused
 from brainvq_monai.networks.layers.quantizer import RobustEMAQuantizer, RobustVectorQuantizer
 from brainvq_monai.utils.errors import BrainVQInputError
 from brainvq_monai.utils.settings import as_bool
@@ -27,6 +28,8 @@ class BrainVQVAE(VQVAE):
     re-initialised from data). ``forward -> (reconstruction, quantization_loss)``, ``encode``, ``quantize``,
     ``decode``, ``index_quantize``, ``decode_samples``, ``encode_stage_2_inputs`` and ``decode_stage_2_outputs`` keep
     MONAI's behaviour, except that ``index_quantize`` never updates the codebook (MONAI's does in training mode).
+    In eval mode it scripts with ``torch.jit.script`` (``monai.bundle ckpt_export``'s default), giving the same
+    outputs; the codebook updates and ``use_checkpointing`` are training-only and not compiled.
 
     Args:
         spatial_dims: number of spatial dimensions (2 or 3).
@@ -150,10 +153,17 @@ class BrainVQVAE(VQVAE):
 
     #: submodules that ``torch.compile`` should compile (the quantizer keeps host-side state and stays eager)
     compile_submodules: tuple[str, ...] = ("encoder", "decoder")
+    #: properties TorchScript leaves out: ``ema_quantizer``'s annotated class does not match the scripted quantizer's
+    #: type once differently configured quantizers have been scripted in the same process
+    __jit_unused_properties__ = ["ema_quantizer"]
 
-    def _run(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if not (self.use_checkpointing and torch.is_grad_enabled()):
-            return module(x)
+    def _checkpointing(self) -> bool:
+        """Whether ``encode``/``decode`` checkpoint their blocks: with gradients enabled, never in TorchScript."""
+        return not torch.jit.is_scripting() and self.use_checkpointing and torch.is_grad_enabled()
+
+    @jit_unused
+    def _run_checkpointed(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """``module(x)`` with each of its ``blocks`` checkpointed (TorchScript has no ``torch.utils.checkpoint``)."""
         for block in module.blocks:
             x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
         return x
@@ -167,7 +177,9 @@ class BrainVQVAE(VQVAE):
         Returns:
             the continuous encodings.
         """
-        return self._run(self.encoder, images)
+        if self._checkpointing():
+            return self._run_checkpointed(self.encoder, images)
+        return self.encoder(images)
 
     def decode(self, quantizations: torch.Tensor) -> torch.Tensor:
         """Decoder output for quantized encodings (block-wise checkpointed with ``use_checkpointing``).
@@ -178,14 +190,18 @@ class BrainVQVAE(VQVAE):
         Returns:
             the reconstruction ``[B, out_channels, *spatial]``.
         """
-        return self._run(self.decoder, quantizations)
+        if self._checkpointing():
+            return self._run_checkpointed(self.decoder, quantizations)
+        return self.decoder(quantizations)
 
     @property
     def ema_quantizer(self) -> RobustEMAQuantizer:
         """The codebook module (usage statistics ``last_counts``, ``last_codes_used``, ``last_perplexity``)."""
         return self.quantizer.quantizer
 
-    def forward(self, images: torch.Tensor, return_indices: bool = False) -> tuple[torch.Tensor, ...]:
+    def forward(
+        self, images: torch.Tensor, return_indices: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """MONAI's ``VQVAE.forward``: ``(reconstruction, quantization_loss)``, plus the code indices on request.
 
         ``return_indices=True`` is :meth:`forward_with_indices` through ``forward``, so trainers get the indices
@@ -198,8 +214,10 @@ class BrainVQVAE(VQVAE):
         Returns:
             ``(reconstruction, quantization_loss)`` or ``(reconstruction, quantization_loss, indices)``.
         """
-        out = self.forward_with_indices(images)
-        return out if return_indices else out[:2]
+        reconstruction, loss, indices = self.forward_with_indices(images)
+        if return_indices:
+            return reconstruction, loss, indices
+        return reconstruction, loss
 
     def forward_with_indices(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One encoder pass returning the reconstruction, the quantization loss and the code indices.
