@@ -154,7 +154,7 @@ def bundle_row(
 
     Args:
         budget_s: seconds per training stage (on the ablation's clock).
-        bundle: bundle folder name under ``bundles/``.
+        bundle: bundle name (see :data:`~brainvq_monai.bundle.utils.BUNDLE_NAMES`).
         key: the row's key.
         base: the row whose cohort and sampling settings it keeps.
 
@@ -163,7 +163,7 @@ def bundle_row(
     """
     from brainvq_monai.bundle.utils import default_bundle_root
 
-    configs = Path(default_bundle_root(bundle)) / "configs"
+    configs = Path(default_bundle_root(bundle, cwd_copy=False)) / "configs"
     vq = json.loads((configs / "train_vqvae.json").read_text())
     pr = json.loads((configs / "train_prior.json").read_text())
     net = vq["network_def"]

@@ -137,7 +137,10 @@ def _prefixed(prefix: str, values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def run_bundle_config(config: str, overrides: Mapping[str, Any], bundle: str = "brain_vqvae_2d") -> None:
-    """Runs ``bundles/<bundle>/configs/<config>`` like ``python -m monai.bundle run`` does, in this process.
+    """Runs ``<bundle>/configs/<config>`` like ``python -m monai.bundle run`` does, in this process.
+
+    The bundle is the package's own (a checkout's ``bundles/<bundle>`` or the copy an installed wheel ships, see
+    :func:`~brainvq_monai.bundle.utils.default_bundle_root`), never a copy in the current folder.
 
     Args:
         config: config file name, e.g. ``"train_vqvae.json"``.
@@ -146,10 +149,10 @@ def run_bundle_config(config: str, overrides: Mapping[str, Any], bundle: str = "
     """
     from monai.bundle import ConfigWorkflow
 
-    root = Path(default_bundle_root(bundle))
+    root = Path(default_bundle_root(bundle, cwd_copy=False))
     config_file = root / "configs" / config
     if not config_file.is_file():
-        raise BrainVQInputError(config_file, "bundle config not found; run from a source checkout (pip install -e .)")
+        raise BrainVQInputError(config_file, f"bundle config not found in bundle {bundle}")
     workflow = ConfigWorkflow(
         config_file=str(config_file),
         meta_file=str(root / "configs" / "metadata.json"),

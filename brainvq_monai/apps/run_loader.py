@@ -28,9 +28,9 @@ RUN_CONFIG_VERSION = 1
 def _bundle_vqvae_def(bundle: str) -> dict[str, Any]:
     from brainvq_monai.bundle.utils import default_bundle_root
 
-    config = Path(default_bundle_root(bundle)) / "configs" / "inference.json"
+    config = Path(default_bundle_root(bundle, cwd_copy=False)) / "configs" / "inference.json"
     if not config.is_file():
-        raise BrainVQInputError(config, "bundle config not found; run from a source checkout (pip install -e .)")
+        raise BrainVQInputError(config, "bundle config not found")
     return dict(json.loads(config.read_text())["vqvae_def"])
 
 
