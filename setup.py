@@ -24,4 +24,6 @@ setup(
     package_dir={"brainvq_monai._bundles": "bundles"},
     package_data={"brainvq_monai": ["schemas/*.json"], "brainvq_monai._bundles": BUNDLE_FILES},
     exclude_package_data={"brainvq_monai._bundles": ["*.pt", "*.ts", "*.pth"]},
+    # only the package_data above: no "would be ignored" warnings for the data folders (bundles/*/configs, schemas)
+    include_package_data=False,
 )
