@@ -127,6 +127,52 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bundle_path(args: argparse.Namespace) -> int:
+    from brainvq_monai.bundle.utils import default_bundle_root
+
+    print(default_bundle_root(args.name))
+    return 0
+
+
+# run outputs a bundle folder of a checkout may hold (see .gitignore): never copied by init-bundle
+_RUN_OUTPUT_DIRS = ("runs", "data")
+_RUN_OUTPUT_SUFFIXES = (".pt", ".pth", ".ts")
+
+
+def _cmd_init_bundle(args: argparse.Namespace) -> int:
+    import os
+    import shutil
+    from pathlib import Path
+
+    from brainvq_monai.bundle.utils import default_bundle_root
+
+    source = Path(default_bundle_root(args.name))
+    dest = Path(os.path.abspath(args.dir))
+    if dest.exists() and not dest.is_dir():
+        raise BrainVQInputError(dest, "is a file; init-bundle needs a new or empty folder")
+    if dest.resolve().is_relative_to(source.resolve()):
+        raise BrainVQInputError(dest, f"is inside the bundle {source}; choose a folder outside it")
+    if dest.is_dir() and any(dest.iterdir()):
+        raise BrainVQInputError(
+            dest, "is not empty; init-bundle copies only into a new or empty folder (nothing copied)"
+        )
+
+    def skip(folder: str, names: list[str]) -> set[str]:
+        top = Path(folder) == source
+        return {
+            n
+            for n in names
+            if n == "__pycache__" or (top and n in _RUN_OUTPUT_DIRS) or n.endswith(_RUN_OUTPUT_SUFFIXES)
+        }
+
+    shutil.copytree(source, dest, ignore=skip, dirs_exist_ok=True)
+    print(f"copied bundle {args.name} to {dest}")
+    print("next, from that folder (bundle_root is then the copy: its runs/, models/ and data/ stay there):")
+    print(f"  cd {dest} && python -m monai.bundle run --config_file configs/<config>.json")
+    print(f"  the configs, their order and options: see {dest / 'docs' / 'README.md'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Builds the ``brainvq`` argument parser.
 
@@ -194,6 +240,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default=None, help="torch device for the models (default: cuda if available, else cpu)")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("bundle-path", help="print the folder of a MONAI bundle this package ships")
+    p.add_argument("name", help="bundle name, e.g. brain_vqvae_2d (an unknown name lists the bundles)")
+    p.set_defaults(func=_cmd_bundle_path)
+
+    p = sub.add_parser("init-bundle", help="copy a MONAI bundle this package ships into a new or empty folder")
+    p.add_argument("name", help="bundle name, e.g. brain_vqvae_2d (an unknown name lists the bundles)")
+    p.add_argument("dir", help="destination folder: new or empty (files there are never overwritten)")
+    p.set_defaults(func=_cmd_init_bundle)
 
     p = sub.add_parser("datalist", help="write a leak-free MONAI datalist for an OASIS, ADNI or NIfTI folder")
     p.add_argument("--format", required=True, choices=["oasis", "adni", "nifti"])

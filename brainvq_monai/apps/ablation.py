@@ -154,7 +154,7 @@ def bundle_row(
 
     Args:
         budget_s: seconds per training stage (on the ablation's clock).
-        bundle: bundle folder name under ``bundles/``.
+        bundle: bundle name (see :data:`~brainvq_monai.bundle.utils.BUNDLE_NAMES`).
         key: the row's key.
         base: the row whose cohort and sampling settings it keeps.
 

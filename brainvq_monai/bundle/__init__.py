@@ -2,6 +2,7 @@ from .anomaly import save_anomaly_outputs
 from .checks import check_datalist, check_settings
 from .samples import centred_affine, generate_samples, reference_affine
 from .utils import (
+    BUNDLE_NAMES,
     as_bool,
     default_bundle_root,
     encode_codes,
@@ -14,6 +15,7 @@ from .utils import (
 )
 
 __all__ = [
+    "BUNDLE_NAMES",
     "as_bool",
     "check_datalist",
     "check_settings",

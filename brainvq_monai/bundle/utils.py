@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ from brainvq_monai.utils.settings import as_bool
 from brainvq_monai.utils.state import load_state_dict_checked
 
 __all__ = [
+    "BUNDLE_NAMES",
     "as_bool",
     "default_bundle_root",
     "ensure_datalist",
@@ -33,20 +35,47 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def default_bundle_root(name: str) -> str:
-    """The folder of bundle ``name`` in this source tree (``bundles/<name>``), else the current folder.
+BUNDLE_NAMES: tuple[str, ...] = ("brain_vqvae_2d", "brain_vqvae_3d")
+"""The MONAI bundles this package ships (folders of ``bundles/`` in the repository)."""
 
-    Bundle configs use it for ``bundle_root`` so ``python -m monai.bundle run`` works from any folder;
-    ``--bundle_root`` overrides it.
+
+def _bundle_folders() -> list[Path]:
+    """Where the bundles may be: the package data of an installed wheel, then ``bundles/`` of a source checkout."""
+    folders = []
+    shipped = importlib.resources.files("brainvq_monai") / "_bundles"  # a wheel: brainvq_monai/_bundles/<name>
+    if isinstance(shipped, Path):  # a folder on disk, not a zip archive
+        folders.append(shipped)
+    # a checkout (PYTHONPATH or an editable install, whose brainvq_monai is the checkout's): bundles/ beside it
+    folders.append(Path(__file__).resolve().parents[2] / "bundles")
+    return folders
+
+
+def default_bundle_root(name: str) -> str:
+    """The folder of bundle ``name`` shipped with this package: in an installed wheel or a source checkout.
+
+    Looked up in this order: the copy an installed wheel ships as package data (``brainvq_monai/_bundles/<name>``),
+    then ``bundles/<name>`` beside the package in a source checkout (an editable install, or ``PYTHONPATH``). The
+    bundle configs themselves use ``bundle_root: "."`` (any copy of the folder works, as in the model zoo);
+    ``brainvq demo`` and the tools run the package's own copy with an explicit ``bundle_root``.
 
     Args:
-        name: bundle folder name, e.g. ``"brain_vqvae_2d"``.
+        name: bundle name, one of :data:`BUNDLE_NAMES`, e.g. ``"brain_vqvae_2d"``.
 
     Returns:
         an absolute path.
+
+    Raises:
+        BrainVQInputError: an unknown bundle name (the message lists the known ones), or a known bundle whose
+            folder is in none of the places above (an incomplete install).
     """
-    candidate = Path(__file__).resolve().parents[2] / "bundles" / name
-    return str(candidate if candidate.is_dir() else Path.cwd())
+    if name not in BUNDLE_NAMES:
+        raise BrainVQInputError(name, f"unknown bundle; the bundles are {', '.join(BUNDLE_NAMES)}")
+    searched = [folder / name for folder in _bundle_folders()]
+    found = next((f for f in searched if (f / "configs").is_dir()), None)
+    if found is None:
+        where = ", ".join(dict.fromkeys(str(f) for f in searched))
+        raise BrainVQInputError(name, f"bundle folder not found (looked in {where}); reinstall brainvq_monai")
+    return str(found.resolve())
 
 
 def _data_root(dataset_dir: Path, data_format: str) -> Path:
