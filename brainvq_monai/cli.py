@@ -134,6 +134,21 @@ def _cmd_bundle_path(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export_bundle(args: argparse.Namespace) -> int:
+    from brainvq_monai.bundle.export import export_bundle
+    from brainvq_monai.bundle.layout import config_list_arg
+
+    summary = export_bundle(args.run, args.out, version=args.version)
+    print(f"wrote the bundle {summary['bundle']}")
+    for name, digest in summary["weights"].items():
+        print(f"  {name}  md5 {digest}")
+    print("sample from it (no data needed):")
+    print(f"  cd {summary['bundle']} && python -m monai.bundle run --config_file configs/inference.json")
+    print(f'evaluate or fine-tune: --config_file "{config_list_arg("evaluate")}" (see docs/README.md)')
+    print("publishing: fill in each url of large_files.yml")
+    return 0
+
+
 # run outputs a bundle folder of a checkout may hold (see .gitignore): never copied by init-bundle
 _RUN_OUTPUT_DIRS = ("runs", "data")
 _RUN_OUTPUT_SUFFIXES = (".pt", ".pth", ".ts")
@@ -144,6 +159,7 @@ def _cmd_init_bundle(args: argparse.Namespace) -> int:
     import shutil
     from pathlib import Path
 
+    from brainvq_monai.bundle.layout import config_list_arg
     from brainvq_monai.bundle.utils import default_bundle_root
 
     source = Path(default_bundle_root(args.name))
@@ -168,7 +184,7 @@ def _cmd_init_bundle(args: argparse.Namespace) -> int:
     shutil.copytree(source, dest, ignore=skip, dirs_exist_ok=True)
     print(f"copied bundle {args.name} to {dest}")
     print("next, from that folder (bundle_root is then the copy: its runs/, models/ and data/ stay there):")
-    print(f"  cd {dest} && python -m monai.bundle run --config_file configs/<config>.json")
+    print(f'  cd {dest} && python -m monai.bundle run --config_file "{config_list_arg("train_vqvae")}"')
     print(f"  the configs, their order and options: see {dest / 'docs' / 'README.md'}")
     return 0
 
@@ -250,6 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", help="destination folder: new or empty (files there are never overwritten)")
     p.set_defaults(func=_cmd_init_bundle)
 
+    p = sub.add_parser(
+        "export-bundle", help="write a self-contained MONAI bundle (configs, models, metrics) from a finished run"
+    )
+    p.add_argument("--run", required=True, help="the run folder (brainvq demo output, or a bundle trained in place)")
+    p.add_argument("--out", required=True, help="the new bundle folder (must not exist or be empty)")
+    p.add_argument("--version", default=None, help="the bundle version (default: the source bundle's)")
+    p.set_defaults(func=_cmd_export_bundle)
     p = sub.add_parser("datalist", help="write a leak-free MONAI datalist for an OASIS, ADNI or NIfTI folder")
     p.add_argument("--format", required=True, choices=["oasis", "adni", "nifti"])
     p.add_argument("--root", required=True, help="dataset root folder (read only)")

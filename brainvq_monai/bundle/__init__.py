@@ -1,5 +1,6 @@
 from .anomaly import save_anomaly_outputs
 from .checks import check_datalist, check_settings
+from .export import export_bundle, record_run_settings
 from .samples import centred_affine, generate_samples, reference_affine
 from .utils import (
     BUNDLE_NAMES,
@@ -22,11 +23,13 @@ __all__ = [
     "centred_affine",
     "default_bundle_root",
     "encode_codes",
+    "export_bundle",
     "ensure_datalist",
     "generate_samples",
     "latent_shape_of",
     "load_network",
     "perceptual_network",
+    "record_run_settings",
     "reference_affine",
     "save_anomaly_outputs",
     "training_prepare_batch",

@@ -14,7 +14,7 @@ import numpy as np
 
 from brainvq_monai.utils.errors import BrainVQInputError
 
-__all__ = ["as_bool", "as_int"]
+__all__ = ["as_bool", "as_int", "json_ready"]
 
 
 def as_bool(value: Any, name: str) -> bool:
@@ -69,3 +69,23 @@ def as_int(value: Any, name: str, minimum: int | None = None, allow_none: bool =
     if minimum is not None and number < minimum:
         raise BrainVQInputError(name, f"must be >= {minimum}, got {number}")
     return number
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` as plain JSON data: tuples become lists, numpy scalars and string enums plain Python values.
+
+    Args:
+        value: nested dicts, lists, tuples and scalars (e.g. a network's constructor arguments).
+
+    Returns:
+        the same data, ``json.dumps``-able; anything else becomes its ``str``.
+    """
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return str(value)

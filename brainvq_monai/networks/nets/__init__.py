@@ -1,6 +1,5 @@
 from .block_prior import BlockTransformerPrior
 from .causal_transformer import CausalTransformer
-from .export import PriorExportWrapper
 from .factory import PRIORS, build_prior
 from .feature_net import FEATURE_NET_VERSION, BrainFeatureNet
 from .gated_pixelcnn import GatedPixelCNN
@@ -18,7 +17,6 @@ __all__ = [
     "CausalTransformer",
     "GatedPixelCNN",
     "IncrementalDecoder",
-    "PriorExportWrapper",
     "ReconstructionWrapper",
     "TransformerPrior",
     "build_prior",

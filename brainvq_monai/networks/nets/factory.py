@@ -7,7 +7,7 @@ from typing import Any
 
 from brainvq_monai.networks.nets.prior import AutoregressivePrior
 from brainvq_monai.utils.errors import BrainVQInputError
-from brainvq_monai.utils.settings import as_bool
+from brainvq_monai.utils.settings import as_bool, json_ready
 
 __all__ = ["PRIORS", "build_prior"]
 
@@ -43,12 +43,27 @@ def build_prior(
         the prior.
     """
     num_classes = int(num_classes) if num_classes else None
+    options = {"pixelcnn": dict(pixelcnn or {}), "transformer": dict(transformer or {})}
+    net = _build(prior, spatial_dims, num_embeddings, latent_shape, num_classes, options)
+    #: how the prior was built, so a run can record it (``brainvq_monai.bundle.record_run_settings``)
+    net.build_args = json_ready({"prior": prior, prior: options[prior]})
+    return net
+
+
+def _build(
+    prior: str,
+    spatial_dims: int,
+    num_embeddings: int,
+    latent_shape: Sequence[int],
+    num_classes: int | None,
+    options: Mapping[str, dict[str, Any]],
+) -> AutoregressivePrior:
     if prior == "pixelcnn":
         from brainvq_monai.networks.nets.gated_pixelcnn import GatedPixelCNN
 
-        return GatedPixelCNN(spatial_dims, num_embeddings, num_classes, **dict(pixelcnn or {}))
+        return GatedPixelCNN(spatial_dims, num_embeddings, num_classes, **options["pixelcnn"])
     if prior == "transformer":
-        args = dict(transformer or {})
+        args = dict(options["transformer"])
         if "use_checkpointing" in args:
             args["use_checkpointing"] = as_bool(args["use_checkpointing"], "activation_checkpointing")
         if int(args.get("block_size", 1)) > 1:

@@ -53,6 +53,9 @@ class AutoregressivePrior(nn.Module, ABC):
         num_classes: number of class labels for conditioning (e.g. 2 for NC/AD), or ``None``.
     """
 
+    #: plain-Python attributes TorchScript does not compile (``build_prior`` records how a prior was built)
+    __jit_ignored_attributes__ = ["build_args"]
+
     def __init__(self, spatial_dims: int, num_embeddings: int, num_classes: int | None = None) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):

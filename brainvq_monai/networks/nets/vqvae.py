@@ -13,7 +13,7 @@ from torch import nn
 from brainvq_monai.networks._jit import jit_unused
 from brainvq_monai.networks.layers.quantizer import RobustEMAQuantizer, RobustVectorQuantizer
 from brainvq_monai.utils.errors import BrainVQInputError
-from brainvq_monai.utils.settings import as_bool
+from brainvq_monai.utils.settings import as_bool, json_ready
 from brainvq_monai.utils.state import unwrap_module
 
 __all__ = ["BrainVQVAE", "ReconstructionWrapper", "codebook_embeddings"]
@@ -101,6 +101,7 @@ class BrainVQVAE(VQVAE):
         freeze_codebook: bool = False,
         codebook_seed: int | None = None,
     ) -> None:
+        init_args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         if spatial_dims not in (2, 3):
             raise BrainVQInputError("spatial_dims", f"must be 2 or 3, got {spatial_dims}")
         use_checkpointing = as_bool(use_checkpointing, "use_checkpointing")
@@ -150,12 +151,16 @@ class BrainVQVAE(VQVAE):
                 seed=codebook_seed,
             )
         )
+        #: the constructor's arguments, so a run can record the network it trained (``record_run_settings``)
+        self.init_args = json_ready({**init_args, "use_checkpointing": use_checkpointing})
 
     #: submodules that ``torch.compile`` should compile (the quantizer keeps host-side state and stays eager)
     compile_submodules: tuple[str, ...] = ("encoder", "decoder")
     #: properties TorchScript leaves out: ``ema_quantizer``'s annotated class does not match the scripted quantizer's
     #: type once differently configured quantizers have been scripted in the same process
     __jit_unused_properties__ = ["ema_quantizer"]
+    #: plain-Python attributes TorchScript does not compile
+    __jit_ignored_attributes__ = ["init_args"]
 
     def _checkpointing(self) -> bool:
         """Whether ``encode``/``decode`` checkpoint their blocks: with gradients enabled, never in TorchScript."""
