@@ -10,7 +10,8 @@ import torch
 
 from brainvq_monai.apps import demo
 from brainvq_monai.apps.generation_eval import GENERATION_METRICS, format_summary, run_generation_eval, slice_positions
-from brainvq_monai.apps.run_loader import RUN_CONFIG, load_run
+from brainvq_monai.apps.run_loader import load_run
+from brainvq_monai.bundle.run import RUN_SETTINGS
 from brainvq_monai.networks.nets.feature_net import FEATURE_NET_VERSION
 from brainvq_monai.utils.errors import BrainVQInputError
 
@@ -39,9 +40,11 @@ def tiny_run(tmp_path_factory):
 
 
 def test_load_run_rebuilds_networks_and_data(tiny_run):
-    config = json.loads((tiny_run / RUN_CONFIG).read_text())
-    assert config["prior"] == "transformer" and config["spatial_size"] == [32, 32]
-    assert config["vqvae_def"]["channels"] == [8, 16] and config["prior_args"]["attn_layers_dim"] == 16
+    record = json.loads((tiny_run / RUN_SETTINGS).read_text())
+    assert record["settings"]["prior"] == "transformer" and record["settings"]["spatial_size"] == [32, 32]
+    assert record["autoencoder_def"]["channels"] == [8, 16]
+    assert record["prior_def"]["transformer"]["attn_layers_dim"] == 16
+    assert record["config"]["autoencoder_def"]["channels"] == [8, 16]  # the run's config, settings baked in
     run = load_run(tiny_run)
     assert run.prior_name == "transformer" and run.class_names == {0: "NC", 1: "AD"} and run.conditional
     assert run.spatial_size == (32, 32) and run.latent_shape == (8, 8) and run.spatial_dims == 2
@@ -58,7 +61,7 @@ def test_load_run_rebuilds_networks_and_data(tiny_run):
         run.load_images("nope")
 
 
-def test_moved_and_legacy_run_folders(tiny_run, tmp_path, monkeypatch):
+def test_moved_and_older_run_folders(tiny_run, tmp_path):
     moved = tmp_path / "moved"
     shutil.copytree(tiny_run, moved, ignore=shutil.ignore_patterns("tensorboard", "codes"))
     datalist_file = moved / "datalist_adni.json"
@@ -66,14 +69,20 @@ def test_moved_and_legacy_run_folders(tiny_run, tmp_path, monkeypatch):
     old_root = dl["root"]
     text = datalist_file.read_text().replace(old_root, "/vanished/place/data")  # as if the run was moved
     datalist_file.write_text(text)
-    (moved / RUN_CONFIG).unlink()  # a run written before run_config.json existed
-    monkeypatch.setattr(demo, "DEMO_SETTINGS", {**demo.DEMO_SETTINGS, **TINY})
+    record = json.loads((moved / RUN_SETTINGS).read_text())
+    for key in ("output_dir", "ckpt_dir", "datalist", "autoencoder_ckpt", "prior_ckpt", "dataset_dir"):
+        record["paths"][key] = record["paths"][key].replace(str(tiny_run), "/vanished/run")
+    (moved / RUN_SETTINGS).write_text(json.dumps(record))
     run = load_run(moved)
-    assert run.datalist["root"] == str(moved / "data")
+    assert run.run_dir == moved and run.datalist["root"] == str(moved / "data")
     assert all(it["image"].startswith(str(moved / "data")) for it in run.datalist["training"])
     assert run.load_images("test", max_items=2)[0].shape == (2, 1, 32, 32)
     with pytest.raises(BrainVQInputError, match="not found"):
         load_run(tmp_path / "nope")
+    (moved / RUN_SETTINGS).unlink()
+    (moved / "run_config.json").write_text("{}")  # a run of brainvq_monai < 0.2.0
+    with pytest.raises(BrainVQInputError, match="< 0.2.0"):
+        load_run(moved)
 
 
 def test_slice_positions():
@@ -104,3 +113,23 @@ def test_run_generation_eval_writes_metrics_and_reuses_feature_net(tiny_run):
     )
     other = run_generation_eval(tiny_run, seed=4, write=False, **kw)  # another seed: another feature net
     assert not other["feature_net"]["reused"]
+
+
+@pytest.mark.parametrize(("dims", "data_format"), [(3, "nifti"), (2, "nifti"), (2, "oasis")])
+def test_load_run_of_any_bundle_run(dims, data_format, demo_cohort, tmp_path):
+    """A bundle run of the 3D bundle, of the 2D bundle on NIfTI slices and on unlabelled OASIS PNG slices."""
+    from bundle_helpers import run_workflow, tiny
+
+    over = {"data_format": data_format, **({"conditional": False} if data_format == "oasis" else {})}
+    for workflow in ("train_vqvae", "train_prior"):
+        run_workflow(dims, workflow, {**tiny(dims, workflow, tmp_path, demo_cohort), **over})
+    run = load_run(tmp_path)  # the bundle folder trained in place: its record is in runs/
+    assert run.run_dir == tmp_path / "runs" and run.spatial_dims == dims
+    assert run.spatial_size == ((32, 32) if dims == 2 else (16, 16, 16))
+    assert run.conditional == (data_format != "oasis")
+    x, _ = run.load_images("test", max_items=2)
+    assert x.shape == (2, 1, *run.spatial_size)
+    with torch.no_grad():
+        assert run.vqvae(x)[0].shape == x.shape
+        codes = run.vqvae.index_quantize(x)
+    assert tuple(codes.shape[1:]) == run.latent_shape

@@ -15,7 +15,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from brainvq_monai.apps.run_loader import run_config_from_settings, write_run_config
 from brainvq_monai.bundle.layout import AUTOENCODER_ID, PRIOR_ID, config_files
 from brainvq_monai.bundle.utils import default_bundle_root
 from brainvq_monai.data.demo import validate_demo_settings
@@ -172,7 +171,7 @@ def demo_precision(amp: str | bool) -> dict[str, Any]:
         amp: ``"auto"`` (detect), ``True``/``"on"`` (bf16 autocast) or ``False``/``"off"`` (float32).
 
     Returns:
-        ``{"amp": bool, "requested": ..., "cpu_bf16_units": {...}, "cuda": bool}`` (recorded in ``run_config.json``).
+        ``{"amp": bool, "requested": ..., "cpu_bf16_units": {...}, "cuda": bool}`` (recorded in ``demo_summary.json``).
     """
     import torch
 
@@ -244,10 +243,6 @@ def run_demo(
     out_path.mkdir(parents=True, exist_ok=True)
     precision = demo_precision(s["amp"])
     common = {**demo_overrides(out_path, s, prior, subjects, seed), "amp": precision["amp"]}
-    # what rebuilding the networks needs (brainvq_monai.apps.run_loader.load_run), written before training starts
-    if "vqvae" in stages or "prior" in stages:
-        config = run_config_from_settings(s, prior, subjects=subjects, seed=seed)
-        write_run_config(out_path, {**config, "precision": precision})
     arch = vqvae_architecture(s)
     base = {**common, **_prefixed(AUTOENCODER_ID, arch)}
     prior_args = {f"{PRIOR_ID}#{prior}": s[prior]}
@@ -322,7 +317,7 @@ def run_demo(
         "data": str(out_path / "data"),
         "checkpoints": str(out_path / "models"),
         "tensorboard": str(out_path / "tensorboard"),
-        "run_config": str(out_path / "run_config.json"),
+        "run_settings": str(out_path / "run_settings.json"),
         "metrics": str(metrics_file),
         "samples": str(out_path / "samples"),
         "precision": precision,

@@ -1,15 +1,14 @@
-"""Rebuild the trained networks, data and settings of a ``brainvq demo`` / bundle run folder.
+"""Rebuild the trained networks, data and settings of a run folder (``brainvq demo`` or any bundle run).
 
-A run folder holds ``models/model_autoencoder.pt`` (older runs: ``vqvae.pt``), ``models/model.pt`` (``prior_<name>.pt``), ``datalist_<format>.json`` and, written by
-:func:`brainvq_monai.apps.demo.run_demo`, ``run_config.json`` (:func:`write_run_config`) with everything needed to
-rebuild the networks. Older demo runs without it are read from ``demo_summary.json`` and the demo defaults.
+Training records the run's config in ``run_settings.json`` (:mod:`brainvq_monai.bundle.run`); :func:`load_run`
+rebuilds everything from it through MONAI's parser: 2D and 3D bundles, PNG/JPEG slices, NIfTI slices and volumes.
+Runs of brainvq_monai < 0.2.0 (``run_config.json``) are refused with one line.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,88 +16,8 @@ from typing import Any
 import torch
 
 from brainvq_monai.utils.errors import BrainVQInputError
-from brainvq_monai.utils.io import atomic_write_json
 
-__all__ = ["RUN_CONFIG", "RunArtifacts", "load_run", "run_config_from_settings", "write_run_config"]
-
-RUN_CONFIG = "run_config.json"
-RUN_CONFIG_VERSION = 1
-
-
-def _bundle_vqvae_def(bundle: str) -> dict[str, Any]:
-    from monai.bundle import ConfigParser
-
-    from brainvq_monai.bundle.layout import AUTOENCODER_ID, COMMON_CONFIG
-    from brainvq_monai.bundle.utils import default_bundle_root
-
-    parser = ConfigParser()
-    parser.read_config(str(Path(default_bundle_root(bundle)) / "configs" / COMMON_CONFIG))
-    return dict(parser.get_parsed_content(AUTOENCODER_ID, instantiate=False).resolve_args())
-
-
-def run_config_from_settings(
-    settings: Mapping[str, Any],
-    prior: str,
-    subjects: int | None = None,
-    seed: int = 0,
-    data_format: str = "adni",
-    bundle: str = "brain_vqvae_2d",
-) -> dict[str, Any]:
-    """The ``run_config.json`` content of a demo run with ``settings`` (see ``DEMO_SETTINGS``).
-
-    Args:
-        settings: demo settings (``spatial_size``, ``num_embeddings``, ``embedding_dim``, ``vqvae_channels``,
-            ``vqvae_res_layers``, ``transformer``, ``pixelcnn``, ...).
-        prior: ``"transformer"`` or ``"pixelcnn"``.
-        subjects: demo cohort size.
-        seed: seed of the run.
-        data_format: datalist format.
-        bundle: bundle whose config holds the VQ-VAE down/upsampling parameters.
-
-    Returns:
-        the JSON-able config (checkpoint and datalist paths relative to the run folder).
-    """
-    from brainvq_monai.apps.demo import vqvae_architecture
-    from brainvq_monai.bundle.layout import AUTOENCODER_WEIGHTS, PRIOR_WEIGHTS
-
-    vq = _bundle_vqvae_def(bundle)
-    vq.pop("_target_", None)
-    vq.update(
-        num_embeddings=int(settings["num_embeddings"]),
-        embedding_dim=int(settings["embedding_dim"]),
-        **vqvae_architecture(settings),
-    )
-    spatial_size = [int(s) for s in settings["spatial_size"]]
-    return {
-        "run_config_version": RUN_CONFIG_VERSION,
-        "bundle": bundle,
-        "data_format": data_format,
-        "subjects": subjects,
-        "seed": int(seed),
-        "spatial_dims": len(spatial_size),
-        "spatial_size": spatial_size,
-        "slices": None,
-        "datalist": f"datalist_{data_format}.json",
-        "conditional": True,
-        "prior": prior,
-        "vqvae_def": vq,
-        "prior_args": dict(settings[prior]),
-        "checkpoints": {"vqvae": f"models/{AUTOENCODER_WEIGHTS}", "prior": f"models/{PRIOR_WEIGHTS}"},
-        "settings": json.loads(json.dumps(dict(settings), default=str)),
-    }
-
-
-def write_run_config(run_dir: str | os.PathLike, config: Mapping[str, Any]) -> Path:
-    """Writes ``run_dir/run_config.json``.
-
-    Args:
-        run_dir: the run folder.
-        config: from :func:`run_config_from_settings`.
-
-    Returns:
-        the written path.
-    """
-    return atomic_write_json(Path(os.fspath(run_dir)) / RUN_CONFIG, dict(config))
+__all__ = ["RunArtifacts", "load_run"]
 
 
 @dataclass
@@ -107,8 +26,8 @@ class RunArtifacts:
 
     Attributes:
         run_dir: the run folder.
-        config: the run config (``run_config.json`` or reconstructed).
-        settings: the demo settings of the run.
+        config: the run record (``run_settings.json``: settings, network arguments, paths, the baked config).
+        settings: the settings the run recorded (image size, codebook, classes, prior, data format).
         datalist: the datalist dict (image paths relocated when the run folder was moved).
         vqvae: the trained VQ-VAE (eval mode).
         prior: the trained prior (eval mode).
@@ -207,89 +126,44 @@ def _relocate(datalist: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     return out
 
 
-def _legacy_config(run_dir: Path) -> dict[str, Any]:
-    """A config for demo runs written before ``run_config.json`` existed."""
-    from brainvq_monai.apps.demo import DEMO_SETTINGS
-
-    summary_file = run_dir / "demo_summary.json"
-    prior = None
-    if summary_file.is_file():
-        summary = json.loads(summary_file.read_text())
-        prior = ((summary.get("results") or {}).get("prior") or {}).get("prior")
-    if prior is None:
-        found = sorted(p.stem.split("_", 1)[1] for p in (run_dir / "models").glob("prior_*.pt") if "last" not in p.stem)
-        if not found:
-            raise BrainVQInputError(
-                run_dir, f"no {RUN_CONFIG}, demo_summary.json or models/prior_*.pt: not a run folder"
-            )
-        prior = found[0]
-    return run_config_from_settings(DEMO_SETTINGS, prior)
-
-
 def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> RunArtifacts:
-    """Loads a run folder written by ``brainvq demo`` (or the bundle configs with demo-like settings).
+    """Loads a run folder: a ``brainvq demo`` output or a bundle run (its ``output_dir``, or a bundle folder trained
+    in place), from the config its training recorded.
 
     Args:
         run_dir: the run folder.
         device: where to put the networks.
 
     Returns:
-        :class:`RunArtifacts`.
+        :class:`RunArtifacts`, networks in eval mode.
 
     Raises:
-        BrainVQInputError: missing folder, config, datalist or checkpoints.
+        BrainVQInputError: missing folder, record, datalist or checkpoints.
     """
-    from brainvq_monai.bundle.utils import latent_shape_of, load_network
-    from brainvq_monai.networks.nets.factory import build_prior
-    from brainvq_monai.networks.nets.vqvae import BrainVQVAE
-    from brainvq_monai.transforms import brain_transforms
+    from brainvq_monai.bundle.run import find_run_record, run_parser
+    from brainvq_monai.bundle.utils import load_network
 
-    run = Path(os.path.abspath(os.fspath(run_dir)))
-    if not run.is_dir():
-        raise BrainVQInputError(run, "run folder not found")
-    config_file = run / RUN_CONFIG
-    if config_file.is_file():
-        try:
-            config = json.loads(config_file.read_text())
-        except json.JSONDecodeError as err:
-            raise BrainVQInputError(config_file, f"not valid JSON ({err.msg}, line {err.lineno})") from None
-    else:
-        config = _legacy_config(run)
-    datalist_file = run / config.get("datalist", "datalist_adni.json")
+    record_file = find_run_record(run_dir)
+    parser, record = run_parser(run_dir, device)
+    datalist_file = Path(parser.get_parsed_content("datalist"))
     if not datalist_file.is_file():
-        raise BrainVQInputError(datalist_file, "datalist not found in the run folder")
-    datalist = _relocate(json.loads(datalist_file.read_text()), run)
-    class_names = {int(k): str(v) for k, v in (datalist.get("labels") or {}).items()}
-    spatial_size = tuple(int(s) for s in config["spatial_size"])
-    spatial_dims = int(config.get("spatial_dims", len(spatial_size)))
-    checkpoints = config.get("checkpoints", {})
-    vqvae = BrainVQVAE(**config["vqvae_def"])
-    load_network(vqvae, run / checkpoints.get("vqvae", "models/vqvae.pt"), device)
-    latent_shape = latent_shape_of(vqvae, spatial_size)
-    prior_name = config["prior"]
-    num_classes = len(class_names) if config.get("conditional", True) and class_names else None
-    prior = build_prior(
-        prior_name,
-        spatial_dims,
-        int(config["vqvae_def"]["num_embeddings"]),
-        latent_shape,
-        num_classes,
-        **{prior_name: config.get("prior_args", {})},
-    )
-    load_network(prior, run / checkpoints.get("prior", f"models/prior_{prior_name}.pt"), device)
-    preprocessing = brain_transforms(
-        spatial_dims, spatial_size, train=False, from_volume_slices=config.get("slices") is not None
-    )
+        raise BrainVQInputError(datalist_file, "the run's datalist is not found")
+    datalist = _relocate(json.loads(datalist_file.read_text()), record_file.parent)
+    vqvae = parser.get_parsed_content("autoencoder").eval()
+    prior = load_network(parser.get_parsed_content("prior_def"), parser.get_parsed_content("prior_ckpt"), device)
+    prior = prior.eval()
+    num_classes = parser.get_parsed_content("num_classes")
+    class_names = {int(k): str(v) for k, v in parser.get_parsed_content("class_names").items()} if num_classes else {}
     return RunArtifacts(
-        run_dir=run,
-        config=config,
-        settings=dict(config.get("settings", {})),
+        run_dir=record_file.parent,
+        config=record,
+        settings=dict(record.get("settings", {})),
         datalist=datalist,
         vqvae=vqvae,
         prior=prior,
-        prior_name=prior_name,
-        class_names=class_names if num_classes else {},
-        spatial_size=spatial_size,
-        latent_shape=tuple(latent_shape),
-        preprocessing=preprocessing,
+        prior_name=str(parser.get_parsed_content("prior")),
+        class_names=class_names,
+        spatial_size=tuple(int(v) for v in parser.get_parsed_content("spatial_size")),
+        latent_shape=tuple(int(v) for v in parser.get_parsed_content("latent_shape")),
+        preprocessing=parser.get_parsed_content("preprocessing"),
     )

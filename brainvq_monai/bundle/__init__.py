@@ -1,6 +1,7 @@
 from .anomaly import save_anomaly_outputs
 from .checks import check_datalist, check_settings
-from .export import export_bundle, record_run_settings
+from .export import export_bundle
+from .run import record_run_settings, run_parser
 from .samples import centred_affine, generate_samples, reference_affine
 from .utils import (
     BUNDLE_NAMES,
@@ -30,6 +31,7 @@ __all__ = [
     "load_network",
     "perceptual_network",
     "record_run_settings",
+    "run_parser",
     "reference_affine",
     "save_anomaly_outputs",
     "training_prepare_batch",

@@ -1,9 +1,8 @@
 """A trained run as a self-contained MONAI bundle: ``brainvq export-bundle --run RUN_DIR --out BUNDLE_DIR``.
 
-Training records what it trained: ``train_vqvae`` and ``train_prior`` write ``<output_dir>/run_settings.json``
-(:func:`record_run_settings`: the settings that shape the networks, the networks' own constructor arguments and the
-weight files), whatever the config files, ``--overrides`` or ``brainvq demo`` settings were. :func:`export_bundle`
-reads that record and writes a bundle folder that needs nothing else:
+Training records what it trained (:mod:`brainvq_monai.bundle.run`: ``<output_dir>/run_settings.json``, the run's
+config with its settings baked in, whatever the config files, ``--overrides`` or ``brainvq demo`` settings were).
+:func:`export_bundle` reads that record and writes a bundle folder that needs nothing else:
 
 * ``configs/``: the source bundle's configs with the run's settings baked into ``common.json``; ``inference.json``
   is written self-contained (common + overlay merged), so ``python -m monai.bundle run --config_file
@@ -20,7 +19,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import inspect
 import json
 import os
 import shutil
@@ -30,81 +28,12 @@ from typing import Any
 
 import torch
 
-from brainvq_monai.bundle.layout import (
-    AUTOENCODER_ID,
-    AUTOENCODER_WEIGHTS,
-    COMMON_CONFIG,
-    PRIOR_ID,
-    PRIOR_WEIGHTS,
-    WORKFLOWS,
-)
-from brainvq_monai.utils.distributed import rank_and_world
+from brainvq_monai.bundle.layout import AUTOENCODER_ID, AUTOENCODER_WEIGHTS, COMMON_CONFIG, PRIOR_WEIGHTS, WORKFLOWS
+from brainvq_monai.bundle.run import baked_config, find_run_record, run_parser
 from brainvq_monai.utils.errors import BrainVQInputError
 from brainvq_monai.utils.io import atomic_write_json, atomic_write_text, load_torch_file
-from brainvq_monai.utils.settings import json_ready
 
-__all__ = ["RUN_SETTINGS", "export_bundle", "record_run_settings"]
-
-RUN_SETTINGS = "run_settings.json"
-_FORMAT = 1
-# the settings of common.json that shape the networks or their use; recorded and baked into an export
-SETTING_IDS = ("spatial_size", "pixdim", "num_embeddings", "embedding_dim", "class_names", "conditional", "prior")
-SETTING_IDS += ("data_format", "slices")
-
-
-def record_run_settings(
-    output_dir: str | os.PathLike,
-    settings: Mapping[str, Any],
-    autoencoder: torch.nn.Module | None = None,
-    prior: torch.nn.Module | None = None,
-    autoencoder_ckpt: str | os.PathLike | None = None,
-    prior_ckpt: str | os.PathLike | None = None,
-) -> Path | None:
-    """Adds what a training workflow trains to ``<output_dir>/run_settings.json`` (rank 0 writes).
-
-    Args:
-        output_dir: the run's ``output_dir``.
-        settings: the workflow's ``run_settings`` (values of :data:`SETTING_IDS`, ``spatial_dims``).
-        autoencoder: the VQ-VAE as built (its ``init_args`` are recorded).
-        prior: the prior as built by ``build_prior`` (its ``build_args`` are recorded).
-        autoencoder_ckpt: where the best VQ-VAE weights are written.
-        prior_ckpt: where the best prior weights are written.
-
-    Returns:
-        the record's path (``None`` on other ranks).
-    """
-    if rank_and_world()[0] > 0:
-        return None
-    path = Path(os.path.abspath(os.fspath(output_dir))) / RUN_SETTINGS
-    record: dict[str, Any] = {}
-    if path.is_file():
-        try:
-            record = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            record = {}
-    record.update(format=_FORMAT, settings={**record.get("settings", {}), **json_ready(dict(settings))})
-    if autoencoder is not None:
-        record[AUTOENCODER_ID] = dict(getattr(autoencoder, "init_args", {}))
-        record["autoencoder_class"] = f"{type(autoencoder).__module__}.{type(autoencoder).__qualname__}"
-    if prior is not None:
-        record[PRIOR_ID] = dict(getattr(prior, "build_args", {}))
-    checkpoints = dict(record.get("checkpoints", {}))
-    if autoencoder_ckpt is not None:
-        checkpoints["autoencoder"] = os.path.abspath(os.fspath(autoencoder_ckpt))
-    if prior_ckpt is not None:
-        checkpoints["prior"] = os.path.abspath(os.fspath(prior_ckpt))
-    record["checkpoints"] = checkpoints
-    atomic_write_json(path, record)
-    return path
-
-
-def _find_record(run: Path) -> Path:
-    for candidate in (run / RUN_SETTINGS, run / "runs" / RUN_SETTINGS):
-        if candidate.is_file():
-            return candidate
-    raise BrainVQInputError(
-        run, f"no {RUN_SETTINGS} (here or in runs/): not a finished brainvq run; train it with this version first"
-    )
+__all__ = ["export_bundle"]
 
 
 def _plain_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -121,34 +50,6 @@ def _md5(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _is_reference(value: Any) -> bool:
-    return isinstance(value, str) and value.startswith(("@", "$", "%"))
-
-
-def _autoencoder_overrides(source_def: Mapping[str, Any], recorded: Mapping[str, Any]) -> dict[str, Any]:
-    """``autoencoder_def#key`` values: the recorded arguments the config shows or that differ from the defaults."""
-    from brainvq_monai.networks.nets.vqvae import BrainVQVAE
-
-    defaults = {k: p.default for k, p in inspect.signature(BrainVQVAE).parameters.items() if p.default is not p.empty}
-    out = {}
-    for key, value in recorded.items():
-        if _is_reference(source_def.get(key)) or key in ("spatial_dims", "num_embeddings", "embedding_dim"):
-            continue
-        if key in source_def or json_ready(defaults.get(key)) != value:
-            out[f"{AUTOENCODER_ID}#{key}"] = value
-    return out
-
-
-def _prior_overrides(source_def: Mapping[str, Any], recorded: Mapping[str, Any]) -> dict[str, Any]:
-    name = recorded.get("prior")
-    if name is None:
-        return {}
-    source = dict(source_def.get(name) or {})
-    # exactly the options the run built its prior with; settings the config ties to other IDs stay tied
-    options = {k: source[k] if _is_reference(source.get(k)) else v for k, v in dict(recorded.get(name) or {}).items()}
-    return {f"{PRIOR_ID}#{name}": options}
 
 
 def _eval_metrics(metrics_file: Path, record: Mapping[str, Any], run: Path) -> dict[str, Any]:
@@ -205,21 +106,20 @@ def export_bundle(run_dir: str | os.PathLike, out_dir: str | os.PathLike, versio
 
     run = Path(os.path.abspath(os.fspath(run_dir)))
     out = Path(os.path.abspath(os.fspath(out_dir)))
-    if not run.is_dir():
-        raise BrainVQInputError(run, "run folder not found")
+    record_file = find_run_record(run)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise BrainVQInputError(out, "exists and is not an empty folder; choose a new folder for the bundle")
-    record_file = _find_record(run)
-    record = json.loads(record_file.read_text())
+    parser, record = run_parser(run)
     settings = dict(record.get("settings", {}))
-    checkpoints = dict(record.get("checkpoints", {}))
-    for key in ("autoencoder", "prior"):
-        if key not in checkpoints or not Path(checkpoints[key]).is_file():
-            where = checkpoints.get(key, f"the {key} checkpoint")
-            raise BrainVQInputError(where, f"not found: the run must have trained its {key} (train_{key})")
+    checkpoints = {k: parser.get_parsed_content(f"{k}_ckpt") for k in ("autoencoder", "prior")}
+    for key, where in checkpoints.items():
+        if where is None or not Path(where).is_file():
+            raise BrainVQInputError(where or run, f"not found: the run must have trained its {key} (train_{key})")
     dims = int(settings.get("spatial_dims", len(settings.get("spatial_size", [0, 0]))))
     name = next(n for n in BUNDLE_NAMES if n.endswith(f"{dims}d"))
-    source = Path(default_bundle_root(name))
+    source = Path(record.get("bundle_root") or default_bundle_root(name))
+    if not (source / "configs" / COMMON_CONFIG).is_file():
+        source = Path(default_bundle_root(name))  # the run's bundle folder is gone: the package's own copy
 
     out.mkdir(parents=True, exist_ok=True)
     for item in ("LICENSE", "docs"):
@@ -230,15 +130,9 @@ def export_bundle(run_dir: str | os.PathLike, out_dir: str | os.PathLike, versio
             shutil.copy2(src, out / item)
     configs = out / "configs"
     shutil.copytree(source / "configs", configs)
-
-    common = ConfigParser()
-    common.read_config(str(source / "configs" / COMMON_CONFIG))
-    overrides: dict[str, Any] = {k: settings[k] for k in SETTING_IDS if k in settings}
-    overrides.update(_autoencoder_overrides(common[AUTOENCODER_ID], record.get(AUTOENCODER_ID, {})))
-    overrides.update(_prior_overrides(common[PRIOR_ID], record.get(PRIOR_ID, {})))
-    for key, value in overrides.items():
-        common[key] = value
-    atomic_write_json(configs / COMMON_CONFIG, common.get(), indent=4)
+    atomic_write_json(
+        configs / COMMON_CONFIG, baked_config(source / "configs" / COMMON_CONFIG, record, False), indent=4
+    )
     inference = ConfigParser()
     inference.read_config([str(configs / COMMON_CONFIG), str(configs / WORKFLOWS["inference"])])
     atomic_write_json(configs / WORKFLOWS["inference"], inference.get(), indent=4)
@@ -271,4 +165,4 @@ def export_bundle(run_dir: str | os.PathLike, out_dir: str | os.PathLike, versio
         "source_version": json.loads((source / "configs" / "metadata.json").read_text()).get("version"),
     }
     atomic_write_json(configs / "metadata.json", meta, indent=4)
-    return {"bundle": str(out), "weights": md5, "eval_metrics": meta["eval_metrics"], "overrides": overrides}
+    return {"bundle": str(out), "weights": md5, "eval_metrics": meta["eval_metrics"]}
