@@ -9,7 +9,6 @@ and its previous mode is restored afterwards.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -19,17 +18,15 @@ from monai.inferers import Inferer
 from torch import nn
 from torch.nn import functional as F
 
-from brainvq_monai.engines.utils import autocast, to_channels_last
+from brainvq_monai.data.codes import load_codes, save_codes
 from brainvq_monai.inferers.anomaly import HealResult, anomaly_map, heal
 from brainvq_monai.inferers.sampling import sample_codes, token_nll
 from brainvq_monai.networks.nets.prior import AutoregressivePrior
 from brainvq_monai.utils.errors import BrainVQInputError
-from brainvq_monai.utils.io import atomic_torch_save, load_torch_file
-from brainvq_monai.utils.tensors import as_generator, device_of
+from brainvq_monai.utils.tensors import as_generator, autocast, device_of, to_channels_last
 
+# ``load_codes`` and ``save_codes`` live in :mod:`brainvq_monai.data.codes` (the data layer), re-exported here
 __all__ = ["AutoregressivePriorInferer", "load_codes", "save_codes"]
-
-_CODE_KEYS = ("codes", "labels", "subjects")
 
 
 @contextmanager
@@ -43,43 +40,6 @@ def _eval_mode(*modules: nn.Module | None) -> Iterator[None]:
     finally:
         for m, was_training in states:
             m.train(was_training)
-
-
-def save_codes(encoded: Mapping[str, Any], path: str | os.PathLike) -> None:
-    """Saves the output of :meth:`AutoregressivePriorInferer.encode_dataset` with ``torch.save``, atomically.
-
-    Args:
-        encoded: dict with ``codes`` (long ``(N, *latent)``), ``labels`` (long ``(N,)`` or ``None``) and
-            ``subjects`` (list of ``N`` strings).
-        path: destination file (parent folders are created).
-    """
-    _check_codes(encoded, "encoded")
-    atomic_torch_save({k: encoded[k] for k in _CODE_KEYS}, path)
-
-
-def load_codes(path: str | os.PathLike) -> dict[str, Any]:
-    """Loads cached code maps written by :func:`save_codes` (``weights_only`` unpickling).
-
-    Raises:
-        BrainVQInputError: if the file is missing or does not hold a valid code dict.
-    """
-    path = os.fspath(path)
-    encoded = load_torch_file(path, "code file")
-    _check_codes(encoded, path)
-    return dict(encoded)
-
-
-def _check_codes(encoded: Any, where: str) -> None:
-    if not isinstance(encoded, Mapping) or any(k not in encoded for k in _CODE_KEYS):
-        raise BrainVQInputError(where, f"expected a dict with keys {list(_CODE_KEYS)}")
-    codes, labels, subjects = (encoded[k] for k in _CODE_KEYS)
-    if not isinstance(codes, torch.Tensor) or codes.is_floating_point() or codes.dim() < 2:
-        raise BrainVQInputError(where, "'codes' must be an integer tensor (N, *latent)")
-    n = codes.shape[0]
-    if labels is not None and (not isinstance(labels, torch.Tensor) or labels.shape != (n,)):
-        raise BrainVQInputError(where, f"'labels' must be None or a tensor of shape ({n},)")
-    if not isinstance(subjects, (list, tuple)) or len(subjects) != n:
-        raise BrainVQInputError(where, f"'subjects' must be a list of {n} names")
 
 
 class AutoregressivePriorInferer(Inferer):
