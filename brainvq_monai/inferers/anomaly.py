@@ -4,7 +4,8 @@ Two maps, both in image space and ``spatial_dims``-generic:
 
 * the **NLL map**: the prior's per-token negative log-likelihood ``-log p(code | earlier codes)`` (nats),
   upsampled from the latent grid to the image (:func:`anomaly_map`);
-* the **healed reconstruction**: the codes are visited in the prior's generation order with its incremental decoder;
+* the **healed reconstruction**: the codes are visited in the prior's generation order with its incremental decoder
+  (:func:`~brainvq_monai.inferers.decoding.walk_codes`, the walk sampling uses too);
   a code is kept when its probability given the already healed prefix is above ``threshold``, otherwise it is
   replaced by a draw from that conditional; the healed codes are decoded by the VQ-VAE (:func:`heal`). The residual
   ``|image - healed|``, optionally smoothed and restricted to the (upsampled) resampled tokens, is a pixel-level
@@ -28,7 +29,8 @@ from monai.networks import eval_mode
 from torch import nn
 from torch.nn import functional as F
 
-from brainvq_monai.inferers.sampling import draw_tokens, token_nll
+from brainvq_monai.inferers.decoding import KeepUnlessUnlikely, walk_codes
+from brainvq_monai.inferers.sampling import token_nll
 from brainvq_monai.metrics.generation import brain_mask
 from brainvq_monai.networks.nets.prior import AutoregressivePrior
 from brainvq_monai.utils.errors import BrainVQInputError
@@ -147,10 +149,13 @@ def heal_codes(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Replaces the codes that are unlikely given the healed prefix by draws from the prior.
 
-    The positions are visited in ``prior.generation_order``; at each one the prior's conditional ``p(. | healed
-    prefix)`` (from its incremental decoder, or a full forward pass when ``use_cache=False``) is evaluated, the code
-    is kept when ``p(code) > threshold`` and otherwise replaced by a draw (:func:`draw_tokens`, one draw per map at
-    every step, so the generator advances exactly as in :func:`~brainvq_monai.inferers.sampling.sample_codes`).
+    :func:`~brainvq_monai.inferers.decoding.walk_codes` with the
+    :class:`~brainvq_monai.inferers.decoding.KeepUnlessUnlikely` choice: the positions are visited in
+    ``prior.generation_order``; at each one the prior's conditional ``p(. | healed prefix)`` (from its incremental
+    decoder, or a full forward pass when ``use_cache=False``) is evaluated, the code is kept when
+    ``p(code) > threshold`` and otherwise replaced by a draw (:func:`~brainvq_monai.inferers.decoding.draw_tokens`,
+    one draw per map at every step, so the generator advances exactly as in
+    :func:`~brainvq_monai.inferers.sampling.sample_codes`).
     Later positions condition on the healed codes. ``threshold=0`` keeps every code; ``threshold=1`` replaces every
     code, which is exactly sampling the prior with the same generator.
 
@@ -167,33 +172,10 @@ def heal_codes(
     Returns:
         ``(healed codes (B, *latent) long, resampled (B, *latent) bool)`` on the prior's device.
     """
-    threshold = float(threshold)
-    if not 0.0 <= threshold <= 1.0:
-        raise BrainVQInputError("threshold", f"must be a probability in [0, 1], got {threshold}")
-    if codes.is_floating_point() or codes.dim() != prior.spatial_dims + 1:
-        raise BrainVQInputError("codes", f"expected integer codes (B, *latent) with {prior.spatial_dims} spatial dims")
-    device = device_of(prior)
-    gen = as_generator(generator, device)
-    batch, shape = codes.shape[0], tuple(codes.shape[1:])
-    flat = codes.reshape(batch, -1).long().to(device).clone()
-    resampled = torch.zeros_like(flat, dtype=torch.bool)
-    log_threshold = math.log(threshold) if threshold > 0 else -math.inf
+    gen = as_generator(generator, device_of(prior))
+    choose = KeepUnlessUnlikely(threshold, temperature, top_k, generator=gen)
     with eval_mode(prior):
-        labels = prior.check_class_labels(class_labels, batch)
-        labels = None if labels is None else labels.to(device)
-        order = prior.generation_order(shape).tolist()
-        decoder = prior.incremental_decoder(batch, shape, labels) if use_cache else None
-        for t, pos in enumerate(order):
-            if decoder is not None:
-                logits = decoder.step(flat, t)
-            else:
-                logits = prior(flat.view(batch, *shape), labels).flatten(2)[:, :, pos]
-            log_p = F.log_softmax(logits.float(), dim=-1).gather(1, flat[:, pos : pos + 1]).squeeze(1)
-            drawn = draw_tokens(logits, temperature, top_k, gen)
-            replace = ~(log_p > log_threshold)
-            flat[:, pos] = torch.where(replace, drawn, flat[:, pos])
-            resampled[:, pos] = replace
-    return flat.view(batch, *shape), resampled.view(batch, *shape)
+        return tuple(walk_codes(prior, codes, choose, class_labels, use_cache))
 
 
 @torch.no_grad()
