@@ -75,11 +75,17 @@ class HealResult(NamedTuple):
     original_codes: torch.Tensor
 
 
-def _quantize(images: torch.Tensor, vqvae: nn.Module) -> torch.Tensor:
-    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
-        raise BrainVQInputError("inputs", "expected float images (B, C, *image)")
+def _codes_of(inputs: torch.Tensor, vqvae: nn.Module | None) -> torch.Tensor:
+    """``(B, *latent)`` long codes of float images (quantized by ``vqvae`` in eval mode) or of integer code maps."""
+    if not isinstance(inputs, torch.Tensor):
+        raise BrainVQInputError("inputs", "expected float images (B, C, *image) or integer code maps (B, *latent)")
+    inputs = plain_tensor(inputs)
+    if not inputs.is_floating_point():
+        return inputs.long()
+    if vqvae is None:
+        raise BrainVQInputError("inputs", "float images need a vqvae to be quantized (or pass integer code maps)")
     with eval_mode(vqvae):
-        return plain_tensor(vqvae.index_quantize(plain_tensor(images).to(device_of(vqvae)))).long()
+        return plain_tensor(vqvae.index_quantize(inputs.to(device_of(vqvae)))).long()
 
 
 def upsample_map(latent_map: torch.Tensor, spatial_size: Sequence[int], mode: str = "nearest") -> torch.Tensor:
@@ -112,28 +118,39 @@ def upsample_map(latent_map: torch.Tensor, spatial_size: Sequence[int], mode: st
 @torch.no_grad()
 def anomaly_map(
     inputs: torch.Tensor,
-    vqvae: nn.Module,
+    vqvae: nn.Module | None,
     prior: AutoregressivePrior,
     class_labels: torch.Tensor | None = None,
     mode: str = "nearest",
+    upsample: bool = True,
 ) -> torch.Tensor:
     """Per-token NLL of the images' codes under the prior, upsampled to the image (higher = more anomalous).
 
+    The one implementation of NLL maps: :meth:`AutoregressivePriorInferer.get_likelihood
+    <brainvq_monai.inferers.prior_inferer.AutoregressivePriorInferer.get_likelihood>` and ``get_anomaly_map``
+    delegate here. The NLL is :func:`~brainvq_monai.inferers.sampling.token_nll` (one causal forward pass, which gives
+    every position's conditional at once, so no decoding walk is needed).
+
     Args:
-        inputs: ``(B, C, *image)`` float images.
-        vqvae: the VQ-VAE (``index_quantize``); used in eval mode.
+        inputs: ``(B, C, *image)`` float images; with ``upsample=False`` also ``(B, *latent)`` integer code maps.
+        vqvae: the VQ-VAE (``index_quantize``); used in eval mode. May be ``None`` for code-map inputs.
         prior: the prior; used in eval mode.
         class_labels: optional ``(B,)`` labels (or one label) for a conditional prior, e.g. the normal class.
         mode: upsampling mode, see :func:`upsample_map`.
+        upsample: ``False`` returns the latent map ``(B, *latent)`` instead.
 
     Returns:
-        ``(B, 1, *image)`` NLL map in nats.
+        ``(B, 1, *image)`` NLL map in nats, or ``(B, *latent)`` when ``upsample=False``.
+
+    Raises:
+        BrainVQInputError: float images without a VQ-VAE, code maps to upsample, or an unknown ``mode``.
     """
-    codes = _quantize(inputs, vqvae)
-    inputs = plain_tensor(inputs)
+    if upsample and not (isinstance(inputs, torch.Tensor) and inputs.is_floating_point()):
+        raise BrainVQInputError("inputs", "expected float images (B, C, *image) to upsample the map to")
+    codes = _codes_of(inputs, vqvae)
     with eval_mode(prior):
         nll = token_nll(prior, codes.to(device_of(prior)), class_labels)
-    return upsample_map(nll, inputs.shape[2:], mode)
+    return upsample_map(nll, inputs.shape[2:], mode) if upsample else nll
 
 
 @torch.no_grad()
@@ -206,8 +223,7 @@ def heal(
     Returns:
         a :class:`HealResult` (healed image on the VQ-VAE's device).
     """
-    inputs = plain_tensor(inputs)
-    codes = inputs.long() if not inputs.is_floating_point() else _quantize(inputs, vqvae)
+    codes = _codes_of(inputs, vqvae)
     healed, resampled = heal_codes(prior, codes, threshold, class_labels, temperature, top_k, generator, use_cache)
     with eval_mode(vqvae):
         image = vqvae.decode_samples(healed.to(device_of(vqvae)))

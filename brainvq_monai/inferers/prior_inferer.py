@@ -9,37 +9,23 @@ and its previous mode is restored afterwards.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 from monai.inferers import Inferer
+from monai.networks import eval_mode
 from torch import nn
-from torch.nn import functional as F
 
 from brainvq_monai.data.codes import load_codes, save_codes
 from brainvq_monai.inferers.anomaly import HealResult, anomaly_map, heal
-from brainvq_monai.inferers.sampling import sample_codes, token_nll
+from brainvq_monai.inferers.sampling import sample_codes
 from brainvq_monai.networks.nets.prior import AutoregressivePrior
 from brainvq_monai.utils.errors import BrainVQInputError
 from brainvq_monai.utils.tensors import as_generator, autocast, device_of, to_channels_last
 
 # ``load_codes`` and ``save_codes`` live in :mod:`brainvq_monai.data.codes` (the data layer), re-exported here
 __all__ = ["AutoregressivePriorInferer", "load_codes", "save_codes"]
-
-
-@contextmanager
-def _eval_mode(*modules: nn.Module | None) -> Iterator[None]:
-    """Puts ``modules`` in eval mode for the block and restores their training flags afterwards."""
-    states = [(m, m.training) for m in modules if m is not None]
-    for m, _ in states:
-        m.eval()
-    try:
-        yield
-    finally:
-        for m, was_training in states:
-            m.train(was_training)
 
 
 class AutoregressivePriorInferer(Inferer):
@@ -121,7 +107,7 @@ class AutoregressivePriorInferer(Inferer):
         """
         shape = self._latent_shape(prior, latent_shape)
         gen = as_generator(generator, device_of(prior))
-        with _eval_mode(prior):
+        with eval_mode(prior):
             return sample_codes(
                 prior, num_samples, shape, class_labels, temperature, top_k, gen, use_cache, verbose, top_p
             )
@@ -151,7 +137,7 @@ class AutoregressivePriorInferer(Inferer):
         codes = self.sample_codes(
             prior, num_samples, latent_shape, class_labels, temperature, top_k, generator, use_cache, verbose, top_p
         )
-        with _eval_mode(vqvae):
+        with eval_mode(vqvae):
             return vqvae.decode_samples(codes.to(device_of(vqvae)))
 
     # ------------------------------------------------------------------ likelihood
@@ -162,7 +148,7 @@ class AutoregressivePriorInferer(Inferer):
             return inputs.long()
         if vqvae is None:
             raise BrainVQInputError(where, "float images need a vqvae to be quantized (or pass integer code maps)")
-        with _eval_mode(vqvae):
+        with eval_mode(vqvae):
             return vqvae.index_quantize(inputs.to(device_of(vqvae))).long()
 
     @torch.no_grad()
@@ -180,6 +166,8 @@ class AutoregressivePriorInferer(Inferer):
         Unlike MONAI's ``VQVAETransformerInferer.get_likelihood`` (log-probabilities, softmax over all tokens
         including BOS) this returns ``-log p(code | earlier codes)`` with the softmax over the ``K`` codes only, the
         distribution the samplers draw from; large values flag unlikely (anomalous) regions.
+        The map is computed by :func:`brainvq_monai.inferers.anomaly.anomaly_map` (the one implementation of NLL
+        maps); this method only checks its own arguments.
 
         Args:
             inputs: ``(B, C, *image)`` float images (quantized by ``vqvae``) or ``(B, *latent)`` integer code maps.
@@ -200,12 +188,9 @@ class AutoregressivePriorInferer(Inferer):
                 )
             if not inputs.is_floating_point():
                 raise BrainVQInputError("resample_latent_likelihoods", "needs image inputs, not code maps")
-        codes = self._to_codes(inputs, vqvae, "inputs")
-        with _eval_mode(prior):
-            nll = token_nll(prior, codes.to(device_of(prior)), class_labels)
-        if resample_latent_likelihoods:
-            nll = F.interpolate(nll[:, None], size=tuple(inputs.shape[2:]), mode=resample_interpolation_mode)
-        return nll
+        return anomaly_map(
+            inputs, vqvae, prior, class_labels, resample_interpolation_mode, upsample=resample_latent_likelihoods
+        )
 
     # ------------------------------------------------------------------ anomaly maps
     def get_anomaly_map(
@@ -301,7 +286,7 @@ class AutoregressivePriorInferer(Inferer):
 
             tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
             batches = tqdm(data, desc="encoding", leave=False) if has_tqdm else data
-        with _eval_mode(vqvae):
+        with eval_mode(vqvae):
             vqvae.to(device)
             for i, batch in enumerate(batches):
                 image, label, subject = self._split_batch(batch, image_key, label_key, subject_key, i)
