@@ -86,7 +86,7 @@ class TokenChoice(ABC):
     """How :func:`walk_codes` chooses the code of the next position from the prior's logits."""
 
     @abstractmethod
-    def __call__(self, logits: torch.Tensor, current: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, logits: torch.Tensor, current: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Chooses one code per map.
 
         Args:
@@ -94,8 +94,9 @@ class TokenChoice(ABC):
             current: ``(B,)`` long codes at the position before the choice (the input map's codes).
 
         Returns:
-            ``(codes (B,) long, replaced (B,) bool)``: the chosen codes and where they were not kept from ``current``
-            (a replacement may happen to equal the old code).
+            ``(codes (B,) long, replaced (B,) bool or None)``: the chosen codes and where they were not kept from
+            ``current`` (a replacement may happen to equal the old code); ``None`` means every code was replaced
+            (it spares the walk a per-step write).
         """
 
 
@@ -121,7 +122,7 @@ class SampleToken(TokenChoice):
         self.top_p = top_p
         self.generator = generator
 
-    def __call__(self, logits: torch.Tensor, current: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, logits: torch.Tensor, current: torch.Tensor) -> tuple[torch.Tensor, None]:
         """Draws every map's code.
 
         Args:
@@ -129,16 +130,15 @@ class SampleToken(TokenChoice):
             current: ``(B,)`` codes before the choice (ignored).
 
         Returns:
-            ``(drawn codes, all-True mask)``.
+            ``(drawn codes, None)``: every code is replaced.
         """
-        drawn = draw_tokens(logits, self.temperature, self.top_k, self.generator, self.top_p)
-        return drawn, torch.ones_like(drawn, dtype=torch.bool)
+        return draw_tokens(logits, self.temperature, self.top_k, self.generator, self.top_p), None
 
 
 class ArgmaxToken(TokenChoice):
     """The most likely code (greedy decoding; the same as :class:`SampleToken` with ``temperature=0``)."""
 
-    def __call__(self, logits: torch.Tensor, current: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, logits: torch.Tensor, current: torch.Tensor) -> tuple[torch.Tensor, None]:
         """Takes every map's most likely code.
 
         Args:
@@ -146,10 +146,9 @@ class ArgmaxToken(TokenChoice):
             current: ``(B,)`` codes before the choice (ignored).
 
         Returns:
-            ``(argmax codes, all-True mask)``.
+            ``(argmax codes, None)``: every code is replaced.
         """
-        best = logits.float().argmax(dim=-1)
-        return best, torch.ones_like(best, dtype=torch.bool)
+        return logits.float().argmax(dim=-1), None
 
 
 class KeepUnlessUnlikely(TokenChoice):
@@ -290,8 +289,15 @@ def walk_codes(
 
         tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
         steps = tqdm(steps, desc="decoding", leave=False) if has_tqdm else steps
+    replaced_everywhere: list[int] = []  # positions whose choice replaced every map's code (marked once at the end)
     for t in steps:
         pos = order[t]
-        logits = decoder.step(flat, t)
-        flat[:, pos], replaced[:, pos] = choose(logits, flat[:, pos])
+        tokens, mask = choose(decoder.step(flat, t), flat[:, pos])
+        flat[:, pos] = tokens
+        if mask is None:
+            replaced_everywhere.append(pos)
+        else:
+            replaced[:, pos] = mask
+    if replaced_everywhere:
+        replaced[:, replaced_everywhere] = True
     return WalkResult(flat.view(batch, *shape), replaced.view(batch, *shape))
