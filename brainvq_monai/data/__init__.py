@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .codes import CodesDataset, codes_dataloader
+from .codes import CodesDataset, codes_dataloader, load_codes, save_codes
 from .datalist import (
     DATALIST_FORMATS,
     LABEL_NAMES,
@@ -50,6 +50,8 @@ __all__ = [
     "make_demo_cohort",
     "CodesDataset",
     "codes_dataloader",
+    "load_codes",
+    "save_codes",
     "save_image",
     "UNCONDITIONAL",
     "sampling_requests",

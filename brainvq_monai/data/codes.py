@@ -1,4 +1,8 @@
-"""Datasets and loaders of cached VQ-VAE code maps for prior training."""
+"""Cached VQ-VAE code maps for prior training.
+
+Their file format (:func:`save_codes`, :func:`load_codes`; the inferers re-export both), a dataset of code maps
+(:class:`CodesDataset`) and a loader that batches it without collation (:func:`codes_dataloader`).
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,58 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
 from brainvq_monai.utils.errors import BrainVQInputError
+from brainvq_monai.utils.io import atomic_torch_save, load_torch_file
 
-__all__ = ["CodesDataset", "codes_dataloader"]
+__all__ = ["CodesDataset", "codes_dataloader", "load_codes", "save_codes"]
+
+_CODE_KEYS = ("codes", "labels", "subjects")
+
+
+def save_codes(encoded: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """Saves the output of ``AutoregressivePriorInferer.encode_dataset`` with ``torch.save``, atomically.
+
+    Args:
+        encoded: dict with ``codes`` (long ``(N, *latent)``), ``labels`` (long ``(N,)`` or ``None``) and
+            ``subjects`` (list of ``N`` strings).
+        path: destination file (parent folders are created).
+
+    Raises:
+        BrainVQInputError: if ``encoded`` is not a valid code dict.
+    """
+    _check_codes(encoded, "encoded")
+    atomic_torch_save({k: encoded[k] for k in _CODE_KEYS}, path)
+
+
+def load_codes(path: str | os.PathLike) -> dict[str, Any]:
+    """Loads cached code maps written by :func:`save_codes` (``weights_only`` unpickling).
+
+    Args:
+        path: the code file.
+
+    Returns:
+        the dict ``{"codes", "labels", "subjects"}``.
+
+    Raises:
+        BrainVQInputError: if the file is missing or does not hold a valid code dict.
+    """
+    path = os.fspath(path)
+    encoded = load_torch_file(path, "code file")
+    _check_codes(encoded, path)
+    return dict(encoded)
+
+
+def _check_codes(encoded: Any, where: str) -> None:
+    """Raises a :class:`BrainVQInputError` naming ``where`` unless ``encoded`` is a valid code dict."""
+    if not isinstance(encoded, Mapping) or any(k not in encoded for k in _CODE_KEYS):
+        raise BrainVQInputError(where, f"expected a dict with keys {list(_CODE_KEYS)}")
+    codes, labels, subjects = (encoded[k] for k in _CODE_KEYS)
+    if not isinstance(codes, torch.Tensor) or codes.is_floating_point() or codes.dim() < 2:
+        raise BrainVQInputError(where, "'codes' must be an integer tensor (N, *latent)")
+    n = codes.shape[0]
+    if labels is not None and (not isinstance(labels, torch.Tensor) or labels.shape != (n,)):
+        raise BrainVQInputError(where, f"'labels' must be None or a tensor of shape ({n},)")
+    if not isinstance(subjects, (list, tuple)) or len(subjects) != n:
+        raise BrainVQInputError(where, f"'subjects' must be a list of {n} names")
 
 
 class CodesDataset(Dataset):
@@ -25,13 +79,11 @@ class CodesDataset(Dataset):
     :func:`codes_dataloader`.
 
     Args:
-        encoded: the dict ``{"codes", "labels", "subjects"}`` or the path of a file written by ``save_codes``.
+        encoded: the dict ``{"codes", "labels", "subjects"}`` or the path of a file written by :func:`save_codes`.
     """
 
     def __init__(self, encoded: Mapping[str, Any] | str | os.PathLike) -> None:
         if not isinstance(encoded, Mapping):
-            from brainvq_monai.inferers.prior_inferer import load_codes
-
             encoded = load_codes(encoded)
         self.codes: torch.Tensor = torch.as_tensor(encoded["codes"]).long()
         labels = encoded.get("labels")
@@ -115,7 +167,7 @@ def codes_dataloader(
 
     Built with ``batch_size=None`` and a ``BatchSampler``: each batch is ``dataset[indices]``, with the same keys,
     dtypes and shapes as ``monai.data.DataLoader(dataset, batch_size)`` gives (``codes`` ``(B, *latent)`` long,
-    ``label`` ``(B,)`` long when known, ``subject`` a list of str), so :func:`brainvq_monai.engines.utils.prepare_codes`
+    ``label`` ``(B,)`` long when known, ``subject`` a list of str), so :func:`brainvq_monai.data.batch.prepare_codes`
     consumes it unchanged. It runs in the main process (no workers: a gather is faster than inter-process transfer);
     after ``dataset.to("cuda")`` batches are gathered on the GPU and ``prepare_codes`` moves nothing.
 

@@ -1,15 +1,19 @@
-"""Small pieces shared by the trainers and evaluators: autocast, memory format, batch parsing."""
+"""Small pieces shared by the trainers and evaluators: compilation, unwrapping, VQ-VAE forward, loss logging.
+
+``autocast`` and ``to_channels_last`` (from :mod:`brainvq_monai.utils.tensors`) and ``prepare_images`` and
+``prepare_codes`` (from :mod:`brainvq_monai.data.batch`) are re-exported here, where the engines import them.
+"""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping
 from typing import Any
 
 import torch
-from monai.utils import CommonKeys as Keys
 
-from brainvq_monai.utils.tensors import plain_tensor
+# general helpers that live in lower layers (inferers and transforms use them too), re-exported for the engines
+from brainvq_monai.data.batch import prepare_codes, prepare_images
+from brainvq_monai.utils.tensors import autocast, to_channels_last
 
 __all__ = [
     "autocast",
@@ -22,23 +26,6 @@ __all__ = [
     "unwrap",
     "vqvae_forward",
 ]
-
-
-def autocast(device: torch.device | str, enabled: bool, dtype: torch.dtype = torch.bfloat16):
-    """Autocast context for ``device`` (bf16 by default, so no gradient scaler is needed), or a no-op.
-
-    Args:
-        device: the engine's device.
-        enabled: whether mixed precision is wanted.
-        dtype: the reduced precision type.
-
-    Returns:
-        a context manager.
-    """
-    device = torch.device(device)
-    if not enabled:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def compile_network(network: torch.nn.Module, **compile_kwargs: Any) -> torch.nn.Module:
@@ -61,69 +48,6 @@ def compile_network(network: torch.nn.Module, **compile_kwargs: Any) -> torch.nn
     for module in [getattr(inner, name) for name in names] if names else [inner]:
         module.compile(**compile_kwargs)
     return network
-
-
-def to_channels_last(x: Any, enabled: bool = True) -> Any:
-    """Puts a 4D (2D images) or 5D (3D volumes) tensor or module in channels-last memory format.
-
-    Args:
-        x: tensor or module.
-        enabled: no-op when False.
-
-    Returns:
-        ``x`` in channels-last format where that applies, else ``x`` unchanged.
-    """
-    if not enabled:
-        return x
-    if isinstance(x, torch.nn.Module):
-        return x.to(memory_format=torch.channels_last)
-    if isinstance(x, torch.Tensor) and x.ndim == 4:
-        return x.contiguous(memory_format=torch.channels_last)
-    if isinstance(x, torch.Tensor) and x.ndim == 5:
-        return x.contiguous(memory_format=torch.channels_last_3d)
-    return x
-
-
-def prepare_images(
-    batchdata: Mapping, device: torch.device | str | None = None, non_blocking: bool = False, **kwargs: Any
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``prepare_batch`` for autoencoders: returns ``(image, label)``; the label (a class, if any) is not a target.
-
-    Args:
-        batchdata: a collated dict with ``"image"`` and optionally ``"label"``.
-        device: target device.
-        non_blocking: asynchronous host-to-device copy.
-        kwargs: further arguments of ``Tensor.to``.
-
-    Returns:
-        ``(images, labels or None)`` on ``device``.
-    """
-    images = plain_tensor(batchdata[Keys.IMAGE]).to(device=device, non_blocking=non_blocking, **kwargs)
-    labels = batchdata.get(Keys.LABEL)
-    if labels is not None:
-        labels = plain_tensor(labels).to(device=device, non_blocking=non_blocking)
-    return images, labels
-
-
-def prepare_codes(
-    batchdata: Mapping, device: torch.device | str | None = None, non_blocking: bool = False, **kwargs: Any
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``prepare_batch`` for priors over cached code maps: returns ``(codes, class labels or None)``.
-
-    Args:
-        batchdata: a collated dict with ``"codes"`` (long) and optionally ``"label"``.
-        device: target device.
-        non_blocking: asynchronous host-to-device copy.
-        kwargs: ignored (kept for the MONAI ``prepare_batch`` signature).
-
-    Returns:
-        ``(codes, labels or None)`` on ``device``.
-    """
-    codes = plain_tensor(batchdata["codes"]).long().to(device=device, non_blocking=non_blocking)
-    labels = batchdata.get(Keys.LABEL)
-    if labels is not None:
-        labels = plain_tensor(labels).long().to(device=device, non_blocking=non_blocking)
-    return codes, labels
 
 
 def unwrap(network: torch.nn.Module) -> torch.nn.Module:

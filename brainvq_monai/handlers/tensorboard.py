@@ -12,9 +12,11 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
+from monai.networks import eval_mode
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
+from brainvq_monai.inferers.sampling import sample_codes
 from brainvq_monai.networks.nets.vqvae import codebook_embeddings
 from brainvq_monai.utils.errors import BrainVQInputError
 from brainvq_monai.visualize.grids import tile_grid
@@ -150,24 +152,19 @@ class PriorSampleGridHandler(_TensorBoardHandler):
 
     @torch.no_grad()
     def _write(self, engine: Engine, step: int) -> None:
-        from brainvq_monai.inferers.sampling import sample_codes
-
         device = next(self.prior.parameters()).device
-        was_training = self.prior.training
-        self.prior.eval()
-        self.vqvae.eval()
         num_classes = getattr(self.prior, "num_classes", None)
         classes: list[int | None] = list(range(num_classes)) if num_classes else [None]
         rows = []
-        for c in classes:
-            gen = torch.Generator(device=device).manual_seed(self.seed)
-            labels = None if c is None else torch.full((self.samples_per_row,), c, dtype=torch.long)
-            codes = sample_codes(
-                self.prior, self.samples_per_row, self.latent_shape, labels, self.temperature, generator=gen
-            )
-            images = self.vqvae.decode_samples(codes.to(device)).float().clamp(0, 1).cpu()
-            rows.append(list(images))
-        self.prior.train(was_training)
+        with eval_mode(self.prior, self.vqvae):  # both networks get back the mode they were in
+            for c in classes:
+                gen = torch.Generator(device=device).manual_seed(self.seed)
+                labels = None if c is None else torch.full((self.samples_per_row,), c, dtype=torch.long)
+                codes = sample_codes(
+                    self.prior, self.samples_per_row, self.latent_shape, labels, self.temperature, generator=gen
+                )
+                images = self.vqvae.decode_samples(codes.to(device)).float().clamp(0, 1).cpu()
+                rows.append(list(images))
         if self.class_names and not self._described:
             self.writer.add_text(self.tag, "rows: " + ", ".join(self.class_names), step)
             self._described = True

@@ -11,12 +11,28 @@ from .anomaly import (
     residual_map,
     upsample_map,
 )
+from .decoding import (
+    ArgmaxToken,
+    FullForwardDecoder,
+    KeepUnlessUnlikely,
+    SampleToken,
+    TokenChoice,
+    WalkResult,
+    draw_tokens,
+    walk_codes,
+)
 from .prior_inferer import AutoregressivePriorInferer, load_codes, save_codes
-from .sampling import draw_tokens, sample_codes, token_nll
+from .sampling import sample_codes, token_nll
 
 __all__ = [
+    "ArgmaxToken",
     "AutoregressivePriorInferer",
+    "FullForwardDecoder",
     "HealResult",
+    "KeepUnlessUnlikely",
+    "SampleToken",
+    "TokenChoice",
+    "WalkResult",
     "anomaly_map",
     "auroc",
     "brain_mask",
@@ -32,4 +48,5 @@ __all__ = [
     "save_codes",
     "token_nll",
     "upsample_map",
+    "walk_codes",
 ]

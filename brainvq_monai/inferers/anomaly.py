@@ -4,7 +4,8 @@ Two maps, both in image space and ``spatial_dims``-generic:
 
 * the **NLL map**: the prior's per-token negative log-likelihood ``-log p(code | earlier codes)`` (nats),
   upsampled from the latent grid to the image (:func:`anomaly_map`);
-* the **healed reconstruction**: the codes are visited in the prior's generation order with its incremental decoder;
+* the **healed reconstruction**: the codes are visited in the prior's generation order with its incremental decoder
+  (:func:`~brainvq_monai.inferers.decoding.walk_codes`, the walk sampling uses too);
   a code is kept when its probability given the already healed prefix is above ``threshold``, otherwise it is
   replaced by a draw from that conditional; the healed codes are decoded by the VQ-VAE (:func:`heal`). The residual
   ``|image - healed|``, optionally smoothed and restricted to the (upsampled) resampled tokens, is a pixel-level
@@ -28,7 +29,8 @@ from monai.networks import eval_mode
 from torch import nn
 from torch.nn import functional as F
 
-from brainvq_monai.inferers.sampling import draw_tokens, token_nll
+from brainvq_monai.inferers.decoding import KeepUnlessUnlikely, walk_codes
+from brainvq_monai.inferers.sampling import token_nll
 from brainvq_monai.metrics.generation import brain_mask
 from brainvq_monai.networks.nets.prior import AutoregressivePrior
 from brainvq_monai.utils.errors import BrainVQInputError
@@ -73,11 +75,17 @@ class HealResult(NamedTuple):
     original_codes: torch.Tensor
 
 
-def _quantize(images: torch.Tensor, vqvae: nn.Module) -> torch.Tensor:
-    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
-        raise BrainVQInputError("inputs", "expected float images (B, C, *image)")
+def _codes_of(inputs: torch.Tensor, vqvae: nn.Module | None) -> torch.Tensor:
+    """``(B, *latent)`` long codes of float images (quantized by ``vqvae`` in eval mode) or of integer code maps."""
+    if not isinstance(inputs, torch.Tensor):
+        raise BrainVQInputError("inputs", "expected float images (B, C, *image) or integer code maps (B, *latent)")
+    inputs = plain_tensor(inputs)
+    if not inputs.is_floating_point():
+        return inputs.long()
+    if vqvae is None:
+        raise BrainVQInputError("inputs", "float images need a vqvae to be quantized (or pass integer code maps)")
     with eval_mode(vqvae):
-        return plain_tensor(vqvae.index_quantize(plain_tensor(images).to(device_of(vqvae)))).long()
+        return plain_tensor(vqvae.index_quantize(inputs.to(device_of(vqvae)))).long()
 
 
 def upsample_map(latent_map: torch.Tensor, spatial_size: Sequence[int], mode: str = "nearest") -> torch.Tensor:
@@ -110,28 +118,39 @@ def upsample_map(latent_map: torch.Tensor, spatial_size: Sequence[int], mode: st
 @torch.no_grad()
 def anomaly_map(
     inputs: torch.Tensor,
-    vqvae: nn.Module,
+    vqvae: nn.Module | None,
     prior: AutoregressivePrior,
     class_labels: torch.Tensor | None = None,
     mode: str = "nearest",
+    upsample: bool = True,
 ) -> torch.Tensor:
     """Per-token NLL of the images' codes under the prior, upsampled to the image (higher = more anomalous).
 
+    The one implementation of NLL maps: :meth:`AutoregressivePriorInferer.get_likelihood
+    <brainvq_monai.inferers.prior_inferer.AutoregressivePriorInferer.get_likelihood>` and ``get_anomaly_map``
+    delegate here. The NLL is :func:`~brainvq_monai.inferers.sampling.token_nll` (one causal forward pass, which gives
+    every position's conditional at once, so no decoding walk is needed).
+
     Args:
-        inputs: ``(B, C, *image)`` float images.
-        vqvae: the VQ-VAE (``index_quantize``); used in eval mode.
+        inputs: ``(B, C, *image)`` float images; with ``upsample=False`` also ``(B, *latent)`` integer code maps.
+        vqvae: the VQ-VAE (``index_quantize``); used in eval mode. May be ``None`` for code-map inputs.
         prior: the prior; used in eval mode.
         class_labels: optional ``(B,)`` labels (or one label) for a conditional prior, e.g. the normal class.
         mode: upsampling mode, see :func:`upsample_map`.
+        upsample: ``False`` returns the latent map ``(B, *latent)`` instead.
 
     Returns:
-        ``(B, 1, *image)`` NLL map in nats.
+        ``(B, 1, *image)`` NLL map in nats, or ``(B, *latent)`` when ``upsample=False``.
+
+    Raises:
+        BrainVQInputError: float images without a VQ-VAE, code maps to upsample, or an unknown ``mode``.
     """
-    codes = _quantize(inputs, vqvae)
-    inputs = plain_tensor(inputs)
+    if upsample and not (isinstance(inputs, torch.Tensor) and inputs.is_floating_point()):
+        raise BrainVQInputError("inputs", "expected float images (B, C, *image) to upsample the map to")
+    codes = _codes_of(inputs, vqvae)
     with eval_mode(prior):
         nll = token_nll(prior, codes.to(device_of(prior)), class_labels)
-    return upsample_map(nll, inputs.shape[2:], mode)
+    return upsample_map(nll, inputs.shape[2:], mode) if upsample else nll
 
 
 @torch.no_grad()
@@ -147,10 +166,13 @@ def heal_codes(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Replaces the codes that are unlikely given the healed prefix by draws from the prior.
 
-    The positions are visited in ``prior.generation_order``; at each one the prior's conditional ``p(. | healed
-    prefix)`` (from its incremental decoder, or a full forward pass when ``use_cache=False``) is evaluated, the code
-    is kept when ``p(code) > threshold`` and otherwise replaced by a draw (:func:`draw_tokens`, one draw per map at
-    every step, so the generator advances exactly as in :func:`~brainvq_monai.inferers.sampling.sample_codes`).
+    :func:`~brainvq_monai.inferers.decoding.walk_codes` with the
+    :class:`~brainvq_monai.inferers.decoding.KeepUnlessUnlikely` choice: the positions are visited in
+    ``prior.generation_order``; at each one the prior's conditional ``p(. | healed prefix)`` (from its incremental
+    decoder, or a full forward pass when ``use_cache=False``) is evaluated, the code is kept when
+    ``p(code) > threshold`` and otherwise replaced by a draw (:func:`~brainvq_monai.inferers.decoding.draw_tokens`,
+    one draw per map at every step, so the generator advances exactly as in
+    :func:`~brainvq_monai.inferers.sampling.sample_codes`).
     Later positions condition on the healed codes. ``threshold=0`` keeps every code; ``threshold=1`` replaces every
     code, which is exactly sampling the prior with the same generator.
 
@@ -167,33 +189,10 @@ def heal_codes(
     Returns:
         ``(healed codes (B, *latent) long, resampled (B, *latent) bool)`` on the prior's device.
     """
-    threshold = float(threshold)
-    if not 0.0 <= threshold <= 1.0:
-        raise BrainVQInputError("threshold", f"must be a probability in [0, 1], got {threshold}")
-    if codes.is_floating_point() or codes.dim() != prior.spatial_dims + 1:
-        raise BrainVQInputError("codes", f"expected integer codes (B, *latent) with {prior.spatial_dims} spatial dims")
-    device = device_of(prior)
-    gen = as_generator(generator, device)
-    batch, shape = codes.shape[0], tuple(codes.shape[1:])
-    flat = codes.reshape(batch, -1).long().to(device).clone()
-    resampled = torch.zeros_like(flat, dtype=torch.bool)
-    log_threshold = math.log(threshold) if threshold > 0 else -math.inf
+    gen = as_generator(generator, device_of(prior))
+    choose = KeepUnlessUnlikely(threshold, temperature, top_k, generator=gen)
     with eval_mode(prior):
-        labels = prior.check_class_labels(class_labels, batch)
-        labels = None if labels is None else labels.to(device)
-        order = prior.generation_order(shape).tolist()
-        decoder = prior.incremental_decoder(batch, shape, labels) if use_cache else None
-        for t, pos in enumerate(order):
-            if decoder is not None:
-                logits = decoder.step(flat, t)
-            else:
-                logits = prior(flat.view(batch, *shape), labels).flatten(2)[:, :, pos]
-            log_p = F.log_softmax(logits.float(), dim=-1).gather(1, flat[:, pos : pos + 1]).squeeze(1)
-            drawn = draw_tokens(logits, temperature, top_k, gen)
-            replace = ~(log_p > log_threshold)
-            flat[:, pos] = torch.where(replace, drawn, flat[:, pos])
-            resampled[:, pos] = replace
-    return flat.view(batch, *shape), resampled.view(batch, *shape)
+        return tuple(walk_codes(prior, codes, choose, class_labels, use_cache))
 
 
 @torch.no_grad()
@@ -224,8 +223,7 @@ def heal(
     Returns:
         a :class:`HealResult` (healed image on the VQ-VAE's device).
     """
-    inputs = plain_tensor(inputs)
-    codes = inputs.long() if not inputs.is_floating_point() else _quantize(inputs, vqvae)
+    codes = _codes_of(inputs, vqvae)
     healed, resampled = heal_codes(prior, codes, threshold, class_labels, temperature, top_k, generator, use_cache)
     with eval_mode(vqvae):
         image = vqvae.decode_samples(healed.to(device_of(vqvae)))

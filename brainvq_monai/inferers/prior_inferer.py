@@ -9,77 +9,23 @@ and its previous mode is restored afterwards.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 from monai.inferers import Inferer
+from monai.networks import eval_mode
 from torch import nn
-from torch.nn import functional as F
 
-from brainvq_monai.engines.utils import autocast, to_channels_last
+from brainvq_monai.data.codes import load_codes, save_codes
 from brainvq_monai.inferers.anomaly import HealResult, anomaly_map, heal
-from brainvq_monai.inferers.sampling import sample_codes, token_nll
+from brainvq_monai.inferers.sampling import sample_codes
 from brainvq_monai.networks.nets.prior import AutoregressivePrior
 from brainvq_monai.utils.errors import BrainVQInputError
-from brainvq_monai.utils.io import atomic_torch_save, load_torch_file
-from brainvq_monai.utils.tensors import as_generator, device_of
+from brainvq_monai.utils.tensors import as_generator, autocast, device_of, to_channels_last
 
+# ``load_codes`` and ``save_codes`` live in :mod:`brainvq_monai.data.codes` (the data layer), re-exported here
 __all__ = ["AutoregressivePriorInferer", "load_codes", "save_codes"]
-
-_CODE_KEYS = ("codes", "labels", "subjects")
-
-
-@contextmanager
-def _eval_mode(*modules: nn.Module | None) -> Iterator[None]:
-    """Puts ``modules`` in eval mode for the block and restores their training flags afterwards."""
-    states = [(m, m.training) for m in modules if m is not None]
-    for m, _ in states:
-        m.eval()
-    try:
-        yield
-    finally:
-        for m, was_training in states:
-            m.train(was_training)
-
-
-def save_codes(encoded: Mapping[str, Any], path: str | os.PathLike) -> None:
-    """Saves the output of :meth:`AutoregressivePriorInferer.encode_dataset` with ``torch.save``, atomically.
-
-    Args:
-        encoded: dict with ``codes`` (long ``(N, *latent)``), ``labels`` (long ``(N,)`` or ``None``) and
-            ``subjects`` (list of ``N`` strings).
-        path: destination file (parent folders are created).
-    """
-    _check_codes(encoded, "encoded")
-    atomic_torch_save({k: encoded[k] for k in _CODE_KEYS}, path)
-
-
-def load_codes(path: str | os.PathLike) -> dict[str, Any]:
-    """Loads cached code maps written by :func:`save_codes` (``weights_only`` unpickling).
-
-    Raises:
-        BrainVQInputError: if the file is missing or does not hold a valid code dict.
-    """
-    path = os.fspath(path)
-    encoded = load_torch_file(path, "code file")
-    _check_codes(encoded, path)
-    return dict(encoded)
-
-
-def _check_codes(encoded: Any, where: str) -> None:
-    if not isinstance(encoded, Mapping) or any(k not in encoded for k in _CODE_KEYS):
-        raise BrainVQInputError(where, f"expected a dict with keys {list(_CODE_KEYS)}")
-    codes, labels, subjects = (encoded[k] for k in _CODE_KEYS)
-    if not isinstance(codes, torch.Tensor) or codes.is_floating_point() or codes.dim() < 2:
-        raise BrainVQInputError(where, "'codes' must be an integer tensor (N, *latent)")
-    n = codes.shape[0]
-    if labels is not None and (not isinstance(labels, torch.Tensor) or labels.shape != (n,)):
-        raise BrainVQInputError(where, f"'labels' must be None or a tensor of shape ({n},)")
-    if not isinstance(subjects, (list, tuple)) or len(subjects) != n:
-        raise BrainVQInputError(where, f"'subjects' must be a list of {n} names")
 
 
 class AutoregressivePriorInferer(Inferer):
@@ -161,7 +107,7 @@ class AutoregressivePriorInferer(Inferer):
         """
         shape = self._latent_shape(prior, latent_shape)
         gen = as_generator(generator, device_of(prior))
-        with _eval_mode(prior):
+        with eval_mode(prior):
             return sample_codes(
                 prior, num_samples, shape, class_labels, temperature, top_k, gen, use_cache, verbose, top_p
             )
@@ -191,7 +137,7 @@ class AutoregressivePriorInferer(Inferer):
         codes = self.sample_codes(
             prior, num_samples, latent_shape, class_labels, temperature, top_k, generator, use_cache, verbose, top_p
         )
-        with _eval_mode(vqvae):
+        with eval_mode(vqvae):
             return vqvae.decode_samples(codes.to(device_of(vqvae)))
 
     # ------------------------------------------------------------------ likelihood
@@ -202,7 +148,7 @@ class AutoregressivePriorInferer(Inferer):
             return inputs.long()
         if vqvae is None:
             raise BrainVQInputError(where, "float images need a vqvae to be quantized (or pass integer code maps)")
-        with _eval_mode(vqvae):
+        with eval_mode(vqvae):
             return vqvae.index_quantize(inputs.to(device_of(vqvae))).long()
 
     @torch.no_grad()
@@ -220,6 +166,8 @@ class AutoregressivePriorInferer(Inferer):
         Unlike MONAI's ``VQVAETransformerInferer.get_likelihood`` (log-probabilities, softmax over all tokens
         including BOS) this returns ``-log p(code | earlier codes)`` with the softmax over the ``K`` codes only, the
         distribution the samplers draw from; large values flag unlikely (anomalous) regions.
+        The map is computed by :func:`brainvq_monai.inferers.anomaly.anomaly_map` (the one implementation of NLL
+        maps); this method only checks its own arguments.
 
         Args:
             inputs: ``(B, C, *image)`` float images (quantized by ``vqvae``) or ``(B, *latent)`` integer code maps.
@@ -240,12 +188,9 @@ class AutoregressivePriorInferer(Inferer):
                 )
             if not inputs.is_floating_point():
                 raise BrainVQInputError("resample_latent_likelihoods", "needs image inputs, not code maps")
-        codes = self._to_codes(inputs, vqvae, "inputs")
-        with _eval_mode(prior):
-            nll = token_nll(prior, codes.to(device_of(prior)), class_labels)
-        if resample_latent_likelihoods:
-            nll = F.interpolate(nll[:, None], size=tuple(inputs.shape[2:]), mode=resample_interpolation_mode)
-        return nll
+        return anomaly_map(
+            inputs, vqvae, prior, class_labels, resample_interpolation_mode, upsample=resample_latent_likelihoods
+        )
 
     # ------------------------------------------------------------------ anomaly maps
     def get_anomaly_map(
@@ -341,7 +286,7 @@ class AutoregressivePriorInferer(Inferer):
 
             tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
             batches = tqdm(data, desc="encoding", leave=False) if has_tqdm else data
-        with _eval_mode(vqvae):
+        with eval_mode(vqvae):
             vqvae.to(device)
             for i, batch in enumerate(batches):
                 image, label, subject = self._split_batch(batch, image_key, label_key, subject_key, i)

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
+from brainvq_monai.data.batch import prepare_images
 from brainvq_monai.transforms.pipeline import BRAIN_AUGMENT, BrainAugmentParams
 from brainvq_monai.utils.errors import BrainVQInputError
 from brainvq_monai.utils.tensors import plain_tensor
@@ -345,7 +346,7 @@ class AugmentedPrepareBatch:
     Args:
         augment: the batched augmentation; ``None`` means ``RandBrainAugment()``.
         prepare_batch: the wrapped ``prepare_batch`` returning ``(images, labels)``; ``None`` means
-            :func:`brainvq_monai.engines.utils.prepare_images`.
+            :func:`brainvq_monai.data.batch.prepare_images`.
     """
 
     def __init__(
@@ -354,9 +355,6 @@ class AugmentedPrepareBatch:
         prepare_batch: Callable[..., tuple[torch.Tensor, Any]] | None = None,
     ) -> None:
         if prepare_batch is None:
-            # imported here: brainvq_monai.engines pulls in ignite and the trainers, which transforms do not need
-            from brainvq_monai.engines.utils import prepare_images
-
             prepare_batch = prepare_images
         self.augment = RandBrainAugment() if augment is None else augment
         self.prepare_batch = prepare_batch

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["as_generator", "device_of", "plain_tensor"]
+__all__ = ["as_generator", "autocast", "device_of", "plain_tensor", "to_channels_last"]
 
 
 def plain_tensor(x: Any) -> torch.Tensor:
@@ -51,3 +52,43 @@ def as_generator(generator: torch.Generator | int | None, device: torch.device |
     if generator is None or isinstance(generator, torch.Generator):
         return generator
     return torch.Generator(device=device).manual_seed(int(generator))
+
+
+def autocast(
+    device: torch.device | str, enabled: bool, dtype: torch.dtype = torch.bfloat16
+) -> contextlib.AbstractContextManager:
+    """Autocast context for ``device`` (bf16 by default, so no gradient scaler is needed), or a no-op.
+
+    Args:
+        device: the device the computation runs on.
+        enabled: whether mixed precision is wanted.
+        dtype: the reduced precision type.
+
+    Returns:
+        a context manager.
+    """
+    device = torch.device(device)
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def to_channels_last(x: Any, enabled: bool = True) -> Any:
+    """Puts a 4D (2D images) or 5D (3D volumes) tensor or module in channels-last memory format.
+
+    Args:
+        x: tensor or module.
+        enabled: no-op when False.
+
+    Returns:
+        ``x`` in channels-last format where that applies, else ``x`` unchanged.
+    """
+    if not enabled:
+        return x
+    if isinstance(x, torch.nn.Module):
+        return x.to(memory_format=torch.channels_last)
+    if isinstance(x, torch.Tensor) and x.ndim == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    if isinstance(x, torch.Tensor) and x.ndim == 5:
+        return x.contiguous(memory_format=torch.channels_last_3d)
+    return x
