@@ -54,14 +54,7 @@ LAYERS: list[tuple[str, ...]] = [
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 
 #: strongly connected components that are known and tolerated for now, with the reason
-KNOWN_CYCLES: dict[frozenset[str], str] = {
-    frozenset(
-        f"{PACKAGE}.apps.{name}" for name in ("demo", "generation_eval", "report", "run_loader")
-    ): "apps.demo imports apps.run_loader, whose run_config_from_settings and _legacy_config import "
-    "apps.demo (vqvae_architecture, DEMO_SETTINGS) inside functions; demo also runs report and generation_eval, "
-    "which load runs. Breaking it means moving DEMO_SETTINGS and vqvae_architecture out of apps/demo.py, which "
-    "changes what tests/test_run_loader.py monkeypatches; left to the owners of apps/ (same layer, no upward import).",
-}
+KNOWN_CYCLES: dict[frozenset[str], str] = {}
 
 
 @dataclass(frozen=True)

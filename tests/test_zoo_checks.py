@@ -221,3 +221,17 @@ def test_the_3d_bundle_differs_from_the_2d_one_only_in_values():
     for path in configs[2].glob("*.json"):
         text = path.read_text()
         assert "._" not in text.replace("_meta_", "") and "[:" not in text, path.name
+
+
+def test_export_bundle_refusals_are_one_line(exported, tmp_path, capsys):
+    from brainvq_monai.cli import main
+
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "mine.txt").write_text("user file")
+    run = exported.parent / "trained_2d"
+    assert main(["export-bundle", "--run", str(run), "--out", str(tmp_path / "busy")]) == 2
+    assert "is not an empty folder" in capsys.readouterr().err
+    assert (tmp_path / "busy" / "mine.txt").read_text() == "user file"  # nothing written
+    assert main(["export-bundle", "--run", str(tmp_path), "--out", str(tmp_path / "new")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "run_settings.json" in err[0] and not (tmp_path / "new").exists()
