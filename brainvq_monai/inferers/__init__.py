@@ -13,10 +13,13 @@ from .anomaly import (
 )
 from .prior_inferer import AutoregressivePriorInferer, load_codes, save_codes
 from .sampling import draw_tokens, sample_codes, token_nll
+from .vqvae_inferer import VQVAEInferer, VQVAEOutput
 
 __all__ = [
     "AutoregressivePriorInferer",
     "HealResult",
+    "VQVAEInferer",
+    "VQVAEOutput",
     "anomaly_map",
     "auroc",
     "brain_mask",
