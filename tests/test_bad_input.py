@@ -137,6 +137,7 @@ def _cases(setup) -> list[tuple[str, str, dict, int, str]]:
             "and back unchanged; nearest valid sizes: 28 or 32",
         ),
         ("batch_size", "train_vqvae.json", {"batch_size": 0}, 2, "batch_size: must be >= 1, got 0"),
+        ("inferer", "train_vqvae.json", {"train#inferer#_target_": "SimpleInferer"}, 2, "inferer: VQVAETrainer needs a brainvq_monai.inferers.VQVAEInferer (or a subclass), got monai.inferers.inferer.SimpleInferer"),
         ("data_format", "train_vqvae.json", {"data_format": "dicom"}, 2, "data_format: must be one of oasis, adni, nifti, got 'dicom'"),
         ("datalist_list", "train_vqvae.json", {"datalist": _datalist(setup, "list", [])}, 2, "{datalist}: expected a JSON object with 'training', 'validation' and 'test' lists, got an empty list"),
         ("datalist_keys", "train_vqvae.json", {"datalist": _datalist(setup, "keys", {"validation": []})}, 2, "{datalist}: has no 'training' list (keys: validation)"),

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from ignite.metrics import Metric
 from monai.engines import SupervisedEvaluator
 from monai.engines.utils import IterationEvents
-from monai.inferers import Inferer, SimpleInferer
+from monai.inferers import Inferer
 from monai.utils import CommonKeys as Keys
 from torch.nn import functional as F
 
-from brainvq_monai.engines.utils import autocast, prepare_codes, prepare_images, to_channels_last, unwrap, vqvae_forward
+from brainvq_monai.engines.utils import (
+    autocast,
+    engine_inferer,
+    prepare_codes,
+    prepare_images,
+    to_channels_last,
+    unwrap,
+)
 from brainvq_monai.utils.settings import as_bool
 from brainvq_monai.utils.tensors import device_of
 
@@ -21,7 +28,15 @@ __all__ = ["VQVAEEvaluator", "PriorEvaluator", "SamplingEvaluator"]
 
 
 class _BrainVQEvaluator(SupervisedEvaluator):
-    """Shared constructor: eval mode, no decollation, bf16 autocast handled by the subclasses."""
+    """Shared constructor: eval mode, no decollation, bf16 autocast handled by the subclasses.
+
+    Every forward pass is a call of ``engine.inferer``, an instance of :attr:`inferer_class` (built when no
+    ``inferer`` is given; a wrong one raises a ``BrainVQInputError``).
+    """
+
+    #: dotted name of the inferer class the engine calls (the default, and the base class a given inferer must have);
+    #: ``None``: any inferer, MONAI's ``SimpleInferer`` by default
+    inferer_class: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -39,6 +54,7 @@ class _BrainVQEvaluator(SupervisedEvaluator):
         amp: bool = False,
         channels_last: bool = False,
     ) -> None:
+        inferer = engine_inferer(inferer, self.inferer_class, type(self).__name__)
         amp, channels_last = as_bool(amp, "amp"), as_bool(channels_last, "channels_last")
         extra: dict[str, Any] = {} if metric_cmp_fn is None else {"metric_cmp_fn": metric_cmp_fn}
         super().__init__(
@@ -48,7 +64,7 @@ class _BrainVQEvaluator(SupervisedEvaluator):
             epoch_length=epoch_length,
             non_blocking=non_blocking,
             prepare_batch=prepare_batch,
-            inferer=inferer if inferer is not None else SimpleInferer(),
+            inferer=inferer,
             key_val_metric=key_val_metric,
             additional_metrics=additional_metrics,
             val_handlers=val_handlers,
@@ -63,6 +79,10 @@ class _BrainVQEvaluator(SupervisedEvaluator):
 class VQVAEEvaluator(_BrainVQEvaluator):
     """Runs a VQ-VAE in eval mode (the codebook is frozen) over a loader of images.
 
+    The forward pass is ``engine.inferer(images, engine.network)``, a
+    :class:`~brainvq_monai.inferers.VQVAEInferer` (by default, or a subclass), without gradients and under bf16
+    autocast when ``amp`` is set.
+
     ``engine.state.output`` holds ``image``, ``label`` (the input, as reconstruction target), ``pred``
     (reconstruction, clipped to the data range when ``clip_range`` is set), ``indices`` (code map) and
     ``class_label`` (the dataset's class label, if any), for SSIM/PSNR/codebook metrics and image handlers.
@@ -72,10 +92,16 @@ class VQVAEEvaluator(_BrainVQEvaluator):
         val_data_loader: loader of dicts with ``"image"``.
         network: the VQ-VAE.
         clip_range: clip reconstructions to this range before metrics (``None``: no clipping).
+        prepare_batch: batch parser returning ``(images, class labels or None)``.
         kwargs: further arguments of :class:`monai.engines.SupervisedEvaluator` (``epoch_length``, ``non_blocking``,
-            ``inferer``, ``key_val_metric``, ``additional_metrics``, ``metric_cmp_fn``, ``val_handlers``) and
-            ``amp``, ``channels_last``.
+            ``inferer``: a :class:`~brainvq_monai.inferers.VQVAEInferer`, built when not given; ``key_val_metric``,
+            ``additional_metrics``, ``metric_cmp_fn``, ``val_handlers``) and ``amp``, ``channels_last``.
+
+    Raises:
+        BrainVQInputError: an ``inferer`` that is not a :class:`~brainvq_monai.inferers.VQVAEInferer`.
     """
+
+    inferer_class = "brainvq_monai.inferers.VQVAEInferer"
 
     def __init__(
         self,
@@ -96,7 +122,7 @@ class VQVAEEvaluator(_BrainVQEvaluator):
         images = to_channels_last(torch.as_tensor(images), engine.channels_last)
         engine.network.eval()
         with torch.no_grad(), autocast(engine.state.device, engine.use_amp):
-            recon, quant_loss, indices = vqvae_forward(engine.network, images)
+            recon, quant_loss, indices = engine.inferer(images, engine.network)
         recon = recon.float()
         if engine.clip_range is not None:
             recon = recon.clamp(*engine.clip_range)
@@ -116,12 +142,23 @@ class VQVAEEvaluator(_BrainVQEvaluator):
 class PriorEvaluator(_BrainVQEvaluator):
     """Scores cached code maps under a prior: per-token NLL (nats) in ``engine.state.output["nll"]``.
 
+    The forward pass is ``engine.inferer(codes, engine.network, class_labels)``, an
+    :class:`~brainvq_monai.inferers.AutoregressivePriorInferer` (by default, or a subclass) returning the logits,
+    without gradients and under bf16 autocast when ``amp`` is set.
+
     Args:
         device: device.
         val_data_loader: loader of cached code maps (``{"codes", "label"}``).
         network: the prior.
-        kwargs: further arguments of :class:`monai.engines.SupervisedEvaluator` and ``amp``.
+        prepare_batch: batch parser returning ``(codes, class labels or None)``.
+        kwargs: further arguments of :class:`monai.engines.SupervisedEvaluator` (``inferer``: an
+            :class:`~brainvq_monai.inferers.AutoregressivePriorInferer`, built when not given) and ``amp``.
+
+    Raises:
+        BrainVQInputError: an ``inferer`` that is not an :class:`~brainvq_monai.inferers.AutoregressivePriorInferer`.
     """
+
+    inferer_class = "brainvq_monai.inferers.AutoregressivePriorInferer"
 
     def __init__(
         self,
@@ -140,7 +177,7 @@ class PriorEvaluator(_BrainVQEvaluator):
         labels = labels if getattr(unwrap(engine.network), "num_classes", None) else None
         engine.network.eval()
         with torch.no_grad(), autocast(engine.state.device, engine.use_amp):
-            logits = engine.network(codes, labels)
+            logits = engine.inferer(codes, engine.network, labels)
         nll = F.cross_entropy(logits.float(), codes, reduction="none")
         engine.state.output = {Keys.IMAGE: codes, Keys.LABEL: labels, "nll": nll, Keys.LOSS: nll.mean()}
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
@@ -176,7 +213,12 @@ class SamplingEvaluator(_BrainVQEvaluator):
         seed: seed of the sampling generator.
         val_handlers: handlers (e.g. the sample writer).
         kwargs: further arguments of :class:`monai.engines.SupervisedEvaluator`.
+
+    Raises:
+        BrainVQInputError: an ``inferer`` that is not an :class:`~brainvq_monai.inferers.AutoregressivePriorInferer`.
     """
+
+    inferer_class = "brainvq_monai.inferers.AutoregressivePriorInferer"
 
     def __init__(
         self,

@@ -51,6 +51,10 @@ def check_code_dataset(dataset: Any, network: torch.nn.Module) -> None:
 class PriorTrainer(BrainVQTrainer):
     """Trains a :class:`~brainvq_monai.networks.nets.AutoregressivePrior` by next-token cross-entropy.
 
+    The forward pass is ``engine.inferer(codes, engine.network, class_labels)``, a
+    :class:`~brainvq_monai.inferers.AutoregressivePriorInferer` (by default, or a subclass) returning the prior's
+    ``(B, K, *latent)`` logits, under bf16 autocast when ``amp`` is set.
+
     The loader yields cached code maps (``{"codes": (B, *latent) long, "label": (B,)}``, see
     :class:`brainvq_monai.data.CodesDataset`), so the VQ-VAE is not re-run at every step. Class labels are passed to
     the prior when it is conditional (``prior.num_classes`` set). ``engine.state.output`` holds ``loss`` (mean NLL in
@@ -67,8 +71,15 @@ class PriorTrainer(BrainVQTrainer):
         amp: bf16 autocast on the engine's device (the loss is computed in float32).
         label_smoothing: label smoothing of the cross-entropy.
         prepare_batch: batch parser returning ``(codes, labels)``.
-        kwargs: further arguments of :class:`~brainvq_monai.engines.trainer.BrainVQTrainer`.
+        kwargs: further arguments of :class:`~brainvq_monai.engines.trainer.BrainVQTrainer` (``inferer``: an
+            :class:`~brainvq_monai.inferers.AutoregressivePriorInferer`, built when not given).
+
+    Raises:
+        BrainVQInputError: an ``inferer`` that is not an :class:`~brainvq_monai.inferers.AutoregressivePriorInferer`,
+            or cached codes or labels out of the prior's range.
     """
+
+    inferer_class = "brainvq_monai.inferers.AutoregressivePriorInferer"
 
     def __init__(
         self,
@@ -106,7 +117,7 @@ class PriorTrainer(BrainVQTrainer):
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         with autocast(engine.state.device, engine.use_amp):
-            logits = engine.network(codes, labels)
+            logits = engine.inferer(codes, engine.network, labels)
         engine.state.output = {Keys.IMAGE: codes, Keys.LABEL: labels}
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         nll = F.cross_entropy(logits.float(), codes, reduction="none")

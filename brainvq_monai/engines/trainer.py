@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from monai.engines import SupervisedTrainer
 from monai.engines.utils import IterationEvents
-from monai.inferers import Inferer, SimpleInferer
+from monai.inferers import Inferer
 from torch.optim import Optimizer
 
-from brainvq_monai.engines.utils import compile_network
+from brainvq_monai.engines.utils import compile_network, engine_inferer
 from brainvq_monai.utils.settings import as_bool
 
 __all__ = ["BrainVQTrainer"]
@@ -22,7 +22,8 @@ class BrainVQTrainer(SupervisedTrainer):
 
     It keeps MONAI's engine (events, handlers, metrics, checkpointing, ``state_dict``) and adds what both brainvq
     trainers need: bf16 autocast on the engine's device (no fp16 gradient scaler, so MONAI's ``amp`` path is not
-    used), gradient-norm clipping and a shared backward/step.
+    used), gradient-norm clipping and a shared backward/step. As in MONAI, every forward pass of ``network`` is a call
+    of ``engine.inferer``; a subclass names the inferer class it calls in :attr:`inferer_class`.
 
     Args:
         device: device to train on.
@@ -37,14 +38,22 @@ class BrainVQTrainer(SupervisedTrainer):
             :func:`~brainvq_monai.engines.utils.compile_network`: checkpoint keys stay unchanged, unlike MONAI's
             ``compile`` option, which wraps the network). The first iterations are slow while it compiles.
         compile_kwargs: arguments of ``torch.compile`` (e.g. ``{"mode": "max-autotune"}``).
-        inferer: kept for the MONAI bundle ``train#inferer`` property (``SimpleInferer`` by default).
+        inferer: the inferer called for every forward pass (MONAI bundle ``train#inferer``): an instance of
+            :attr:`inferer_class` (or a subclass), built when ``None``.
         decollate: decollate outputs (off: the metrics here work on batches).
         optim_set_to_none: ``zero_grad(set_to_none=...)``.
         kwargs: further arguments of :class:`monai.engines.SupervisedTrainer` (``epoch_length``, ``non_blocking``,
             ``prepare_batch``, ``iteration_update``, ``postprocessing``, ``key_train_metric``,
             ``additional_metrics``, ``metric_cmp_fn``, ``train_handlers``, ``event_names``, ``event_to_attr``,
             ``to_kwargs``).
+
+    Raises:
+        BrainVQInputError: ``inferer`` is not an :attr:`inferer_class`.
     """
+
+    #: dotted name of the inferer class the engine calls (the default, and the base class a given inferer must have);
+    #: ``None``: any inferer, MONAI's ``SimpleInferer`` by default
+    inferer_class: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -63,6 +72,7 @@ class BrainVQTrainer(SupervisedTrainer):
         optim_set_to_none: bool = True,
         **kwargs: Any,
     ) -> None:
+        inferer = engine_inferer(inferer, self.inferer_class, type(self).__name__)
         amp, compile = as_bool(amp, "amp"), as_bool(compile, "compile")
         if compile:
             compile_network(network, **(compile_kwargs or {}))
@@ -75,7 +85,7 @@ class BrainVQTrainer(SupervisedTrainer):
             network=network,
             optimizer=optimizer,
             loss_function=loss_function,
-            inferer=inferer if inferer is not None else SimpleInferer(),
+            inferer=inferer,
             amp=False,  # bf16 autocast is handled by the subclasses; MONAI's amp path adds an fp16 gradient scaler
             decollate=decollate,
             optim_set_to_none=optim_set_to_none,

@@ -6,18 +6,22 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from typing import Any
 
 import torch
+from monai.inferers import Inferer, SimpleInferer
 
 # general helpers that live in lower layers (inferers and transforms use them too), re-exported for the engines
 from brainvq_monai.data.batch import prepare_codes, prepare_images
+from brainvq_monai.utils.errors import BrainVQInputError
 from brainvq_monai.utils.tensors import autocast, to_channels_last
 
 __all__ = [
     "autocast",
     "compile_network",
+    "engine_inferer",
     "lower_is_better",
     "output_losses",
     "prepare_codes",
@@ -67,25 +71,50 @@ def unwrap(network: torch.nn.Module) -> torch.nn.Module:
 def vqvae_forward(network: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(reconstruction, quantization_loss, code_indices)`` of a VQ-VAE in one encoder pass.
 
-    Calls ``network(images, return_indices=True)`` when the (possibly ``DistributedDataParallel``-wrapped) network is
-    a :class:`~brainvq_monai.networks.nets.BrainVQVAE`, so DDP's gradient hooks see the forward; for MONAI's
-    ``VQVAE`` it calls the encoder, the EMA quantizer (once: one codebook update per step) and the decoder.
+    The forward of :class:`~brainvq_monai.inferers.VQVAEInferer` (which the VQ-VAE engines call), for code outside
+    the engines: one quantization, so an EMA codebook is updated once per call in train mode.
 
     Args:
-        network: the VQ-VAE.
+        network: the VQ-VAE (a ``BrainVQVAE`` or MONAI ``VQVAE``, possibly DDP-wrapped).
         images: ``(B, C, *spatial)`` input.
 
     Returns:
         the reconstruction, the scalar quantization loss and the ``(B, *latent)`` code indices.
     """
-    inner = unwrap(network)
-    if hasattr(inner, "forward_with_indices"):
-        return network(images, return_indices=True)
-    # MONAI's VectorQuantizer.forward drops the indices and its quantize() runs the EMA forward again (a second
-    # codebook update in train mode): call its EMA quantizer once, which returns all three
-    encodings = inner.encode(images)
-    quantized, quant_loss, indices = inner.quantizer.quantizer(encodings)
-    return inner.decode(quantized), quant_loss, indices
+    from brainvq_monai.inferers.vqvae_inferer import VQVAEInferer  # inferers import this module
+
+    return VQVAEInferer()(images, network)
+
+
+def engine_inferer(inferer: Inferer | None, expected: str | None, engine: str) -> Inferer:
+    """The inferer an engine calls for its forward passes: ``inferer`` checked against ``expected``, or a new one.
+
+    ``expected`` is a dotted class name (``"brainvq_monai.inferers.VQVAEInferer"``), imported only here, when an
+    engine is built, because the inferers import the engines' utilities.
+
+    Args:
+        inferer: the inferer given to the engine (a bundle's ``train#inferer``, ``validate#inferer``, ``inferer``),
+            or ``None``.
+        expected: the inferer class the engine calls (a subclass is accepted), built when ``inferer`` is ``None``;
+            ``None``: any inferer, MONAI's ``SimpleInferer`` by default.
+        engine: the engine's class name, for the error message.
+
+    Returns:
+        ``inferer``, or a new instance of ``expected`` (``SimpleInferer``) when it is ``None``.
+
+    Raises:
+        BrainVQInputError: ``inferer`` is not an instance of ``expected``.
+    """
+    if expected is None:
+        return inferer if inferer is not None else SimpleInferer()
+    module, _, name = expected.rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    if inferer is None:
+        return cls()
+    if not isinstance(inferer, cls):
+        got = f"{type(inferer).__module__}.{type(inferer).__qualname__}"
+        raise BrainVQInputError("inferer", f"{engine} needs a {expected} (or a subclass), got {got}")
+    return inferer
 
 
 def output_losses(output: Mapping) -> dict[str, float]:

@@ -11,7 +11,7 @@ from monai.utils import CommonKeys as Keys
 from torch.optim import Optimizer
 
 from brainvq_monai.engines.trainer import BrainVQTrainer
-from brainvq_monai.engines.utils import autocast, prepare_images, to_channels_last, vqvae_forward
+from brainvq_monai.engines.utils import autocast, prepare_images, to_channels_last
 from brainvq_monai.utils.settings import as_bool
 
 __all__ = ["VQVAETrainer"]
@@ -20,7 +20,10 @@ __all__ = ["VQVAETrainer"]
 class VQVAETrainer(BrainVQTrainer):
     """Trains a VQ-VAE (e.g. :class:`~brainvq_monai.networks.nets.BrainVQVAE`) with an Ignite engine.
 
-    Per iteration: ``loss = reconstruction_loss(recon, image) + quantization_weight * quantization_loss``
+    The forward pass is ``engine.inferer(images, engine.network)``, a
+    :class:`~brainvq_monai.inferers.VQVAEInferer` (by default, or a subclass) returning the reconstruction, the
+    quantization loss and the code indices; it runs under bf16 autocast when ``amp`` is set, on channels-last inputs
+    when ``channels_last`` is. Per iteration: ``loss = reconstruction_loss(recon, image) + quantization_weight * quantization_loss``
     (+ ``adversarial_weight`` times the generator term of a patch discriminator, from ``adversarial_start``), then a
     discriminator step when one is given. Mixed precision is bf16 autocast (no gradient scaler); the codebook itself
     is kept in float32 by the quantizer. ``engine.state.output`` holds ``image``, ``label`` (the input, as target),
@@ -44,8 +47,15 @@ class VQVAETrainer(BrainVQTrainer):
         adversarial_start: first iteration at which the adversarial terms are used (warm-up without them).
         prepare_batch: batch parser returning ``(images, labels)``.
         kwargs: further arguments of :class:`~brainvq_monai.engines.trainer.BrainVQTrainer` and MONAI's
-            ``SupervisedTrainer`` (``train_handlers``, ``key_train_metric``, ``epoch_length``, ...).
+            ``SupervisedTrainer`` (``inferer``: a :class:`~brainvq_monai.inferers.VQVAEInferer`, built when not
+            given; ``train_handlers``, ``key_train_metric``, ``epoch_length``, ...).
+
+    Raises:
+        ValueError: a discriminator without its optimizer or adversarial loss.
+        BrainVQInputError: an ``inferer`` that is not a :class:`~brainvq_monai.inferers.VQVAEInferer`.
     """
+
+    inferer_class = "brainvq_monai.inferers.VQVAEInferer"
 
     def __init__(
         self,
@@ -99,7 +109,7 @@ class VQVAETrainer(BrainVQTrainer):
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         with autocast(engine.state.device, engine.use_amp):
-            recon, quant_loss, indices = vqvae_forward(engine.network, images)
+            recon, quant_loss, indices = engine.inferer(images, engine.network)
             engine.state.output = {Keys.IMAGE: images, Keys.LABEL: images, Keys.PRED: recon, "indices": indices}
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
             recon_loss = engine.loss_function(recon.float(), images.float()).mean()

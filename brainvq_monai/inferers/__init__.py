@@ -23,6 +23,7 @@ from .decoding import (
 )
 from .prior_inferer import AutoregressivePriorInferer, load_codes, save_codes
 from .sampling import sample_codes, token_nll
+from .vqvae_inferer import VQVAEInferer, VQVAEOutput
 
 __all__ = [
     "ArgmaxToken",
@@ -32,6 +33,8 @@ __all__ = [
     "KeepUnlessUnlikely",
     "SampleToken",
     "TokenChoice",
+    "VQVAEInferer",
+    "VQVAEOutput",
     "WalkResult",
     "anomaly_map",
     "auroc",
