@@ -122,7 +122,7 @@ def _cmd_seeds(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from brainvq_monai.apps.report import make_report
 
-    path = make_report(args.run, generation=not args.no_generation, device=args.device)
+    path = make_report(args.run, generation=not args.no_generation, device=args.device, render_only=args.render_only)
     print(f"wrote {path} (figures in {path.parent / 'report'})")
     return 0
 
@@ -255,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not compute generation_metrics.json when it is missing (the table then says it was not computed)",
     )
     p.add_argument("--device", default=None, help="torch device for the models (default: cuda if available, else cpu)")
+    p.add_argument("--render-only", action="store_true", help="redraw report.md and figures from report.json only")
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("bundle-path", help="print the folder of a MONAI bundle this package ships")

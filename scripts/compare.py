@@ -39,6 +39,7 @@ import torch
 from torch.nn import functional as F
 
 from brainvq_monai.utils.environment import device_info, versions
+from brainvq_monai.utils.format import fmt as _fmt
 
 __all__ = ["MODES", "format_table", "main", "run_compare"]
 
@@ -668,18 +669,6 @@ def run_compare(
 # ------------------------------------------------------------------------------------------------------------- table
 def _secs(x: float) -> str:
     return f"{x:.1f}" if x >= 1 else f"{x:.2f}"
-
-
-def _fmt(x: Any, digits: int = 3) -> str:
-    if x is None:
-        return "—"
-    if isinstance(x, bool):
-        return str(x)
-    if isinstance(x, int):
-        return str(x)
-    if isinstance(x, float):
-        return f"{x:.{digits}f}" if abs(x) >= 10 ** (-digits) or x == 0 else f"{x:.1e}"
-    return str(x)
 
 
 def format_table(report: Mapping[str, Any]) -> str:

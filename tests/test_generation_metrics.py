@@ -12,7 +12,6 @@ from brainvq_monai.metrics.generation import (
     bootstrap_ci,
     brain_mask,
     evaluate_generation,
-    format_generation_table,
     frechet_distance,
     kernel_inception_distance,
     masked_ssim_psnr,
@@ -23,6 +22,7 @@ from brainvq_monai.metrics.generation import (
     ssim_map,
 )
 from brainvq_monai.utils.errors import BrainVQInputError
+from brainvq_monai.visualize.generation_tables import format_generation_table
 
 
 def _gauss(n: int, d: int, shift: float = 0.0, seed: int = 0) -> torch.Tensor:

@@ -23,7 +23,6 @@ from brainvq_monai.metrics.generation import (
     bootstrap_ci,
     classification_accuracy,
     evaluate_generation,
-    format_generation_table,
     masked_ssim_psnr,
 )
 from brainvq_monai.networks.nets.feature_net import (
@@ -34,8 +33,10 @@ from brainvq_monai.networks.nets.feature_net import (
     save_feature_net,
     train_feature_net,
 )
+from brainvq_monai.utils.environment import versions
 from brainvq_monai.utils.errors import BrainVQInputError
 from brainvq_monai.utils.io import atomic_write_json
+from brainvq_monai.visualize.generation_tables import format_generation_summary as format_summary
 
 __all__ = [
     "GENERATION_METRICS",
@@ -43,7 +44,9 @@ __all__ = [
     "slice_positions",
     "ensure_feature_net",
     "realism_c2st",
+    "class_fidelity",
     "sample_run",
+    "score_samples",
     "reconstruction_metrics",
     "run_generation_eval",
     "format_summary",
@@ -346,6 +349,88 @@ def reconstruction_metrics(
     return out
 
 
+def _load_splits(run: Any) -> dict[str, Any]:
+    """Training, test and (when the run has one) validation images, labels and validation subject ids."""
+    train_x, train_y = run.load_images("training")
+    test_x, test_y = run.load_images("test")
+    has_val = bool(run.datalist.get("validation"))
+    val_x, val_y = run.load_images("validation") if has_val else (None, None)
+    val_subjects = [str(it.get("subject", i)) for i, it in enumerate(run.items("validation"))] if has_val else None
+    return {
+        "train": (train_x, train_y),
+        "test": (test_x, test_y),
+        "validation": (val_x, val_y),
+        "validation_subjects": val_subjects,
+    }
+
+
+def score_samples(
+    run: Any,
+    net: BrainFeatureNet,
+    data: dict[str, Any],
+    samples: torch.Tensor,
+    sample_labels: torch.Tensor | None,
+    seed: int = 0,
+    num_bootstrap: int = 500,
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """Generation metrics, class fidelity and the classifier two-sample test of a run's samples.
+
+    Args:
+        run: :class:`~brainvq_monai.apps.run_loader.RunArtifacts`.
+        net: the run's feature net (:func:`ensure_feature_net`).
+        data: the run's images, as :func:`run_generation_eval` loads them (``train``, ``test``, ``validation``
+            pairs of images and labels, ``validation_subjects``).
+        samples: ``(M, 1, *spatial)`` samples of the run's prior.
+        sample_labels: the classes they were drawn for (``None`` for an unconditional prior).
+        seed: seed of subsets, pairs, bootstrap and classifiers.
+        num_bootstrap: bootstrap replicates.
+        verbose: print progress to stderr.
+
+    Returns:
+        ``{"generation", "class_fidelity", "c2st"}``.
+    """
+    (train_x, train_y), (test_x, test_y), (val_x, val_y) = data["train"], data["test"], data["validation"]
+    _say("computing generation metrics", verbose)
+    generation = evaluate_generation(
+        samples,
+        test_x,
+        train_x,
+        net,
+        sample_labels,
+        test_y if run.conditional else None,
+        train_y if run.conditional else None,
+        seed=seed,
+        class_names=run.class_names,
+        real_heldout=val_x,
+        heldout_labels=val_y if run.conditional else None,
+        num_bootstrap=num_bootstrap,
+    )
+    fidelity = class_fidelity(net, run, test_x, test_y, samples, sample_labels, seed)
+    _say("classifier two-sample test (real vs generated)", verbose)
+    c2st = realism_c2st(samples, sample_labels, train_x, test_x, val_x, data["validation_subjects"], seed)
+    return {"generation": generation, "class_fidelity": fidelity, "c2st": c2st}
+
+
+def _record(
+    run: Any, sampling: dict[str, Any], net_info: dict[str, Any], scores: dict[str, Any], recon: dict[str, Any]
+) -> dict[str, Any]:
+    """The ``generation_metrics.json`` record (without ``seconds``): what ran, with which seeds, and every number."""
+    return {
+        "run_dir": str(run.run_dir),
+        "prior": run.prior_name,
+        "conditional": run.conditional,
+        "class_names": {str(k): v for k, v in run.class_names.items()},
+        "seed": sampling["seed"],
+        "sampling": sampling,
+        "feature_net": {k: v for k, v in net_info.items() if k != "config"},
+        **scores,
+        "reconstruction": recon,
+        "device": str(next(run.prior.parameters()).device),
+        "versions": versions(),
+    }
+
+
 def run_generation_eval(
     run_dir: str | os.PathLike,
     num_samples_per_class: int = 100,
@@ -379,74 +464,27 @@ def run_generation_eval(
     """
     from brainvq_monai.apps.run_loader import load_run
 
-    t0 = time.time()
+    t = [time.time()]  # after loading, the feature net, sampling, scoring and reconstruction
     torch.manual_seed(seed)
     run = load_run(run_dir)
-    train_x, train_y = run.load_images("training")
-    test_x, test_y = run.load_images("test")
-    has_val = bool(run.datalist.get("validation"))
-    val_x, val_y = run.load_images("validation") if has_val else (None, None)
-    t_load = time.time()
-    net, net_info = ensure_feature_net(run, seed=seed, epochs=feature_epochs, verbose=verbose)
-    net_info["test_check"] = _feature_net_check(net, run, test_x, test_y)
-    t_feat = time.time()
+    data = _load_splits(run)
+    t.append(time.time())
+    net, net_info = ensure_feature_net(run, seed, feature_epochs, retrain_feature_net, verbose)
+    net_info["test_check"] = _feature_net_check(net, run, *data["test"])
+    t.append(time.time())
     _say(f"sampling {num_samples_per_class} per class from the {run.prior_name} prior (seed {seed})", verbose)
     samples, sample_y = sample_run(run, num_samples_per_class, seed, temperature, top_k=top_k, top_p=top_p)
-    t_sample = time.time()
-    if not run.conditional:
-        train_y_eval = test_y_eval = None
-    else:
-        train_y_eval, test_y_eval = train_y, test_y
-    _say("computing generation metrics", verbose)
-    generation = evaluate_generation(
-        samples,
-        test_x,
-        train_x,
-        net,
-        sample_y,
-        test_y_eval,
-        train_y_eval,
-        seed=seed,
-        class_names=run.class_names,
-        real_heldout=val_x,
-        heldout_labels=val_y if run.conditional else None,
-        num_bootstrap=num_bootstrap,
-    )
-    fidelity = class_fidelity(net, run, test_x, test_y, samples, sample_y, seed)
-    _say("classifier two-sample test (real vs generated)", verbose)
-    val_subjects = [str(it.get("subject", i)) for i, it in enumerate(run.items("validation"))] if has_val else None
-    c2st = realism_c2st(samples, sample_y, train_x, test_x, val_x, val_subjects, seed)
-    t_metrics = time.time()
-    recon = reconstruction_metrics(run, test_x, test_y, seed)
-    result = {
-        "run_dir": str(run.run_dir),
-        "prior": run.prior_name,
-        "conditional": run.conditional,
-        "class_names": {str(k): v for k, v in run.class_names.items()},
-        "seed": seed,
-        "sampling": {
-            "num_samples_per_class": num_samples_per_class,
-            "num_samples": len(samples),
-            "temperature": temperature,
-            "top_k": top_k,
-            "top_p": top_p,
-            "seed": seed,
-            "seconds": round(t_sample - t_feat, 2),
-        },
-        "feature_net": {k: v for k, v in net_info.items() if k != "config"},
-        "generation": generation,
-        "class_fidelity": fidelity,
-        "c2st": c2st,
-        "reconstruction": recon,
-        "seconds": {
-            "load": round(t_load - t0, 2),
-            "feature_net": round(t_feat - t_load, 2),
-            "sampling": round(t_sample - t_feat, 2),
-            "metrics": round(t_metrics - t_sample, 2),
-            "reconstruction": round(time.time() - t_metrics, 2),
-            "total": round(time.time() - t0, 2),
-        },
-    }
+    t.append(time.time())
+    scores = score_samples(run, net, data, samples, sample_y, seed, num_bootstrap, verbose)
+    t.append(time.time())
+    recon = reconstruction_metrics(run, *data["test"], seed)
+    t.append(time.time())
+    sampling = {"num_samples_per_class": num_samples_per_class, "num_samples": len(samples),
+                "temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed,
+                "seconds": round(t[3] - t[2], 2)}  # fmt: skip
+    result = _record(run, sampling, net_info, scores, recon)
+    steps = ("load", "feature_net", "sampling", "metrics", "reconstruction")
+    result["seconds"] = {**{k: round(t[i + 1] - t[i], 2) for i, k in enumerate(steps)}, "total": round(t[-1] - t[0], 2)}
     if write:
         path = Path(run.run_dir) / GENERATION_METRICS
         atomic_write_json(path, result)
@@ -454,65 +492,6 @@ def run_generation_eval(
     if verbose:
         print(format_summary(result), file=sys.stderr, flush=True)
     return result
-
-
-def format_summary(result: dict[str, Any]) -> str:
-    """Human-readable summary of :func:`run_generation_eval` output: the metric tables and reconstruction.
-
-    Args:
-        result: the dict returned by :func:`run_generation_eval` (or read from ``generation_metrics.json``).
-
-    Returns:
-        markdown text.
-    """
-    fn = result["feature_net"]
-    check = fn.get("test_check", {})
-    parts = [
-        f"## Generation metrics ({result['prior']} prior, {result['sampling']['num_samples']} samples, "
-        f"seed {result['seed']}, temperature {result['sampling']['temperature']})",
-        "",
-        f"Feature net {fn['version']} (training-data hash {str(fn['data_hash'])[:12]}, "
-        f"{'reused' if fn.get('reused') else 'trained now'}): test class accuracy "
-        f"{check.get('class_accuracy', float('nan')):.2f}, slice-position MAE {check.get('position_mae', float('nan')):.3f}",
-        "",
-    ]
-    for group in result["generation"]["groups"]:
-        parts += [format_generation_table(result["generation"], group), ""]
-    c2st = result.get("c2st")
-    if c2st:
-        floor = c2st.get("real_floor") or {}
-        parts += [
-            f"Two-sample test ({c2st['what']}): samples AUC {c2st['generated']['auc']:.3f}, real held-out images "
-            f"AUC {floor.get('auc', float('nan')):.3f} ({c2st['generated']['num_eval']} held-out images scored)",
-            "",
-        ]
-    fidelity = result.get("class_fidelity")
-    if fidelity:
-        real, gen = fidelity["real_test"], fidelity["samples"]
-        parts += [
-            f"Class fidelity ({fidelity['classifier']}): accuracy on real test slices {real['accuracy']:.3f} "
-            f"[{real['ci'][0]:.3f}, {real['ci'][1]:.3f}] ({real['num_images']} slices of {real['num_clusters']} "
-            f"subjects); on conditional samples {gen['accuracy']:.3f} [{gen['ci'][0]:.3f}, {gen['ci'][1]:.3f}] "
-            f"({gen['num_images']} samples); gap {fidelity['gap']:+.3f}",
-            "",
-        ]
-    parts += [
-        "Reconstruction on the test split (brain mask vs whole image):",
-        "",
-        "| group | n | SSIM brain | 95% CI | PSNR brain | SSIM whole | PSNR whole |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for name, r in result["reconstruction"].items():
-        if not isinstance(r, dict):
-            continue
-        ci = r["ssim_brain_ci"]
-        parts.append(
-            f"| {name} | {r['num_images']} | {r['ssim_brain']:.3f} | [{ci[0]:.3f}, {ci[1]:.3f}] | "
-            f"{r['psnr_brain']:.2f} | {r['ssim_whole_image']:.3f} | {r['psnr_whole_image']:.2f} |"
-        )
-    parts.append("")
-    parts.append(f"Time: {result['seconds']}")
-    return "\n".join(parts)
 
 
 def _say(msg: str, verbose: bool = True) -> None:

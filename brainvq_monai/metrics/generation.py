@@ -9,6 +9,9 @@
 * reconstruction SSIM / PSNR inside a brain mask (background inflates whole-image SSIM);
 * :func:`evaluate_generation` computes all of them, per class when labels are given, each next to a real-vs-real floor
   (training images scored as if they were samples against the test images), with counts, seeds and bootstrap CIs.
+
+Numbers only: no file I/O and no text. A run's evaluation (samples, feature network, ``generation_metrics.json``)
+is :mod:`brainvq_monai.apps.generation_eval`; its tables are :mod:`brainvq_monai.visualize.generation_tables`.
 """
 
 from __future__ import annotations
@@ -41,8 +44,12 @@ __all__ = [
     "cluster_bootstrap_ci",
     "classification_accuracy",
     "extract_features",
+    "feature_metrics",
+    "diversity_metrics",
+    "memorisation_metrics",
+    "closer_to_train_metrics",
+    "generation_groups",
     "evaluate_generation",
-    "format_generation_table",
 ]
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -577,30 +584,78 @@ def _row(better: str, **values: Any) -> dict[str, Any]:
     return {"better": better, **values}
 
 
-def _feature_rows(
-    t_f: torch.Tensor, s_f: torch.Tensor, f_f: torch.Tensor, k: int, seed: int, num_bootstrap: int, kid_subsets: int
-) -> tuple[dict[str, Any], list[str]]:
-    """FID, KID, PRDC of samples (``s_f``) and the floor (``f_f``, training subset) against test (``t_f``)."""
-    rows: dict[str, Any] = {}
-    notes: list[str] = []
-    n_min = min(len(t_f), len(s_f), len(f_f))
-    if n_min < 2:
-        return rows, [f"too few images ({n_min}) for feature metrics"]
-
+def _distance_rows(
+    t_f: torch.Tensor, s_f: torch.Tensor, f_f: torch.Tensor, seed: int, num_bootstrap: int, kid_subsets: int
+) -> dict[str, Any]:
+    """FID (with bootstrap CIs) and KID (mean +/- sd over subsets) of samples and floor against test features."""
     fid_fn = _frechet_distance_fast  # replicates: equal to frechet_distance, without a D x D matrix square root
     nb = max(0, int(num_bootstrap))
-    fid_g, fid_f = frechet_distance(t_f, s_f), frechet_distance(t_f, f_f)
-    rows["fid"] = _row(
-        "lower",
-        generated=fid_g,
-        real_floor=fid_f,
-        generated_ci=list(bootstrap_ci((t_f, s_f), fid_fn, nb, seed=seed)) if nb else None,
-        real_floor_ci=list(bootstrap_ci((t_f, f_f), fid_fn, nb, seed=seed)) if nb else None,
-    )
+    rows = {
+        "fid": _row(
+            "lower",
+            generated=frechet_distance(t_f, s_f),
+            real_floor=frechet_distance(t_f, f_f),
+            generated_ci=list(bootstrap_ci((t_f, s_f), fid_fn, nb, seed=seed)) if nb else None,
+            real_floor_ci=list(bootstrap_ci((t_f, f_f), fid_fn, nb, seed=seed)) if nb else None,
+        )
+    }
     size = min(len(t_f), len(s_f), len(f_f))
     kg, kgs = kernel_inception_distance(t_f, s_f, kid_subsets, size, seed)
     kf, kfs = kernel_inception_distance(t_f, f_f, kid_subsets, size, seed)
     rows["kid"] = _row("lower", generated=kg, generated_std=kgs, real_floor=kf, real_floor_std=kfs, subset_size=size)
+    return rows
+
+
+def _prdc_rows(
+    t_f: torch.Tensor, s_f: torch.Tensor, f_f: torch.Tensor, k: int, seed: int, num_bootstrap: int
+) -> dict[str, Any]:
+    """Precision / recall / density / coverage of samples and floor, bootstrap CIs from at most 200 replicates."""
+    pr_g, pr_f = prdc(t_f, s_f, k), prdc(t_f, f_f, k)
+    nb = min(max(0, int(num_bootstrap)), 200)
+    ci_g = _bootstrap_many((t_f, s_f), lambda a, b: prdc(a, b, k), nb, seed) if nb else {}
+    ci_f = _bootstrap_many((t_f, f_f), lambda a, b: prdc(a, b, k), nb, seed) if nb else {}
+    return {
+        name: _row(
+            "1 (match)" if name == "density" else "higher",
+            generated=pr_g[name],
+            real_floor=pr_f[name],
+            generated_ci=ci_g.get(name),
+            real_floor_ci=ci_f.get(name),
+        )
+        for name in pr_g
+    }
+
+
+def feature_metrics(
+    test_feats: torch.Tensor,
+    sample_feats: torch.Tensor,
+    floor_feats: torch.Tensor,
+    k: int = 5,
+    seed: int = 0,
+    num_bootstrap: int = 500,
+    kid_subsets: int = 50,
+) -> tuple[dict[str, Any], list[str]]:
+    """Feature-space rows of one group: FID, KID and PRDC of the samples and of the real floor against test images.
+
+    Args:
+        test_feats: ``(N, D)`` features of the real test images.
+        sample_feats: ``(M, D)`` features of the samples.
+        floor_feats: ``(F, D)`` features of the floor images (real training images scored like samples).
+        k: PRDC neighbourhood size.
+        seed: seed of the KID subsets and the bootstrap.
+        num_bootstrap: bootstrap replicates (FID: this many, PRDC: at most 200; 0 disables the CIs).
+        kid_subsets: KID subsets.
+
+    Returns:
+        ``(rows, notes)``: ``{metric: {"better", "generated", "real_floor", CIs...}}`` and why rows were skipped or
+        are biased.
+    """
+    t_f, s_f, f_f = test_feats, sample_feats, floor_feats
+    n_min = min(len(t_f), len(s_f), len(f_f))
+    if n_min < 2:
+        return {}, [f"too few images ({n_min}) for feature metrics"]
+    rows = _distance_rows(t_f, s_f, f_f, seed, num_bootstrap, kid_subsets)
+    notes: list[str] = []
     if n_min <= t_f.shape[1]:
         notes.append(
             f"FID from {n_min} images with {t_f.shape[1]}-d features (singular covariances): biased upwards; "
@@ -609,19 +664,196 @@ def _feature_rows(
     if n_min <= k:
         notes.append(f"precision/recall/density/coverage skipped: {n_min} images, need more than k={k}")
         return rows, notes
-    pr_g, pr_f = prdc(t_f, s_f, k), prdc(t_f, f_f, k)
-    nb_prdc = min(nb, 200)
-    ci_g = _bootstrap_many((t_f, s_f), lambda a, b: prdc(a, b, k), nb_prdc, seed) if nb_prdc else {}
-    ci_f = _bootstrap_many((t_f, f_f), lambda a, b: prdc(a, b, k), nb_prdc, seed) if nb_prdc else {}
-    for name in pr_g:
-        rows[name] = _row(
-            "1 (match)" if name == "density" else "higher",
-            generated=pr_g[name],
-            real_floor=pr_f[name],
-            generated_ci=ci_g.get(name),
-            real_floor_ci=ci_f.get(name),
-        )
-    return rows, notes
+    return {**rows, **_prdc_rows(t_f, s_f, f_f, k, seed, num_bootstrap)}, notes
+
+
+def diversity_metrics(
+    samples: torch.Tensor, real_test: torch.Tensor, real_floor: torch.Tensor, max_pairs: int = 300, seed: int = 0
+) -> dict[str, Any]:
+    """Diversity row: mean pairwise MS-SSIM of samples, test images (the target) and floor images, with 95% CIs.
+
+    Args:
+        samples: ``(M, C, *spatial)``, ``M >= 2``.
+        real_test: ``(N, C, *spatial)``, ``N >= 2``.
+        real_floor: ``(F, C, *spatial)``, ``F >= 2``.
+        max_pairs: pairs per set.
+        seed: seed of the pairs and the bootstrap.
+
+    Returns:
+        the row (``generated``, ``real_test``, ``real_floor``, their CIs and ``num_pairs``).
+    """
+    div_s, div_t, div_f = (pairwise_ms_ssim(x, max_pairs, seed) for x in (samples, real_test, real_floor))
+    return _row(
+        "match real_test",
+        generated=float(div_s.mean()),
+        real_test=float(div_t.mean()),
+        real_floor=float(div_f.mean()),
+        generated_ci=list(bootstrap_ci(div_s, seed=seed)),
+        real_test_ci=list(bootstrap_ci(div_t, seed=seed)),
+        real_floor_ci=list(bootstrap_ci(div_f, seed=seed)),
+        num_pairs=[int(div_s.numel()), int(div_t.numel()), int(div_f.numel())],
+    )
+
+
+def memorisation_metrics(
+    nn_samples: torch.Tensor,
+    nn_test: torch.Tensor,
+    index_samples: torch.Tensor,
+    index_test: torch.Tensor,
+    hist_bins: int = 20,
+    seed: int = 0,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Memorisation of one group from nearest-training-image SSIMs of samples and of test images.
+
+    Args:
+        nn_samples: ``(M,)`` SSIM of each sample to its nearest training image.
+        nn_test: ``(N,)`` the same for test images (the honest floor: never in the training set).
+        index_samples: ``(M,)`` index of each sample's nearest training image.
+        index_test: ``(N,)`` the same for test images.
+        hist_bins: histogram bins on [0, 1].
+        seed: bootstrap seed.
+
+    Returns:
+        ``(row, summary)``: the ``nn_ssim_to_train`` metric row, and quantiles, maxima, ``copy_fraction`` (samples
+        above the largest test value), histograms and per-image values.
+    """
+    ns, nt = nn_samples, nn_test
+    threshold = float(nt.max()) if len(nt) else float("nan")
+    bins = np.linspace(0.0, 1.0, hist_bins + 1)
+    row = _row(
+        "match real_floor (higher = closer to copies)",
+        generated=float(ns.mean()),
+        real_floor=float(nt.mean()),
+        generated_ci=list(bootstrap_ci(ns, seed=seed)),
+        real_floor_ci=list(bootstrap_ci(nt, seed=seed)),
+    )
+    summary = {
+        "reference": "whole training split",
+        "generated_quantiles": _quantiles(ns),
+        "real_test_quantiles": _quantiles(nt),
+        "generated_max": float(ns.max()),
+        "real_test_max": threshold,
+        "copy_fraction": float((ns > threshold).double().mean()),
+        "bins": bins.tolist(),
+        "generated_hist": _hist(ns, bins),
+        "real_test_hist": _hist(nt, bins),
+        "generated_values": ns.tolist(),
+        "real_test_values": nt.tolist(),
+        "generated_nearest_train_index": index_samples.tolist(),
+        "real_test_nearest_train_index": index_test.tolist(),
+    }
+    return row, summary
+
+
+def closer_to_train_metrics(closer_samples: torch.Tensor, closer_heldout: torch.Tensor, seed: int = 0) -> dict:
+    """Row of the fraction of images nearer (SSIM) to a training than to a test image: samples vs held-out images.
+
+    Args:
+        closer_samples: ``(M,)`` bool, per sample.
+        closer_heldout: ``(H,)`` bool, per real held-out image (the reference, facing the same set-size bias).
+        seed: bootstrap seed.
+
+    Returns:
+        the ``closer_to_train`` row.
+    """
+    cs, ch = closer_samples.double(), closer_heldout.double()
+    return _row(
+        "match real_heldout (higher = closer to copies)",
+        generated=float(cs.mean()),
+        real_heldout=float(ch.mean()) if len(ch) else float("nan"),
+        real_floor=float(ch.mean()) if len(ch) else float("nan"),
+        generated_ci=list(bootstrap_ci(cs, seed=seed)),
+        real_floor_ci=list(bootstrap_ci(ch, seed=seed)) if len(ch) > 1 else None,
+        num_heldout=len(ch),
+    )
+
+
+def generation_groups(
+    counts: tuple[int, int, int],
+    sample_labels: torch.Tensor | None = None,
+    test_labels: torch.Tensor | None = None,
+    train_labels: torch.Tensor | None = None,
+    class_names: Mapping[Any, str] | None = None,
+) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor, int | None]]:
+    """Index sets of the evaluation groups: ``"all"``, plus one per class present in samples and test images.
+
+    Args:
+        counts: numbers of samples, test and training images.
+        sample_labels: ``(M,)`` classes the samples were drawn for, or ``None`` (only ``"all"``).
+        test_labels: ``(N,)`` test classes, or ``None`` (only ``"all"``).
+        train_labels: ``(T,)`` training classes (per-class floors), or ``None`` (the whole training set).
+        class_names: ``{class id: name}`` for group names (default: the id).
+
+    Returns:
+        ``{group: (sample indices, test indices, training indices, class id or None)}``.
+    """
+    n_s, n_t, n_r = counts
+    groups = {"all": (torch.arange(n_s), torch.arange(n_t), torch.arange(n_r), None)}
+    if sample_labels is None or test_labels is None:
+        return groups
+    sl, tl = torch.as_tensor(sample_labels).long(), torch.as_tensor(test_labels).long()
+    rl = torch.as_tensor(train_labels).long() if train_labels is not None else None
+    names = {int(kk): v for kk, v in (class_names or {}).items()}
+    for c in sorted(set(sl.tolist()) & set(tl.tolist())):
+        ri = torch.nonzero(rl == c).flatten() if rl is not None else torch.arange(n_r)
+        groups[names.get(c, str(c))] = (torch.nonzero(sl == c).flatten(), torch.nonzero(tl == c).flatten(), ri, c)
+    return groups
+
+
+def _checked_sets(
+    samples: Any, real_test: Any, real_train: Any, labels: Sequence[Any | None]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    s, t, r = (
+        _check_images(x, w) for x, w in ((samples, "samples"), (real_test, "real_test"), (real_train, "real_train"))
+    )
+    if not (s.shape[1:] == t.shape[1:] == r.shape[1:]):
+        raise BrainVQInputError("evaluate_generation", f"image shapes differ: {s.shape}, {t.shape}, {r.shape}")
+    for lab, x, name in zip(labels, (s, t, r), ("sample_labels", "test_labels", "train_labels")):
+        if lab is not None and torch.as_tensor(lab).shape != (x.shape[0],):
+            raise BrainVQInputError(name, f"expected shape ({x.shape[0]},)")
+    return s, t, r
+
+
+def _nearest(
+    s: torch.Tensor, t: torch.Tensor, r: torch.Tensor, heldout: Any, heldout_labels: Any
+) -> dict[str, torch.Tensor | None]:
+    """Nearest-training-image SSIMs (and indices) of samples and test images; closer-to-train flags."""
+    nn_s, idx_s = nearest_neighbour_ssim(s, r, return_index=True)
+    nn_t, idx_t = nearest_neighbour_ssim(t, r, return_index=True)
+    out = {"nn_s": nn_s, "idx_s": idx_s, "nn_t": nn_t, "idx_t": idx_t, "closer_s": nn_s > nearest_neighbour_ssim(s, t)}
+    out["closer_h"] = out["heldout_labels"] = None
+    if heldout is not None:
+        h = _check_images(heldout, "real_heldout")
+        out["closer_h"] = nearest_neighbour_ssim(h, r) > nearest_neighbour_ssim(h, t)
+        out["heldout_labels"] = torch.as_tensor(heldout_labels).long() if heldout_labels is not None else None
+    return out
+
+
+def _group_metrics(
+    images: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    feats: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    near: Mapping[str, torch.Tensor | None],
+    index: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int | None],
+    seed: int,
+    opts: Mapping[str, int],
+) -> dict[str, Any]:
+    """Every row of one group (``index``: sample, test, training and floor indices, class id)."""
+    (s, t, r), (s_f, t_f, r_f), (si, ti, ri, fi, cls) = images, feats, index
+    rows, notes = feature_metrics(t_f[ti], s_f[si], r_f[fi], opts["k"], seed, opts["num_bootstrap"], opts["kid"])
+    if len(si) >= 2 and len(ti) >= 2 and len(fi) >= 2:
+        rows["ms_ssim_diversity"] = diversity_metrics(s[si], t[ti], r[fi], opts["max_pairs"], seed)
+    else:
+        notes.append("diversity skipped: fewer than 2 images")
+    mem_row, memorisation = memorisation_metrics(
+        near["nn_s"][si], near["nn_t"][ti], near["idx_s"][si], near["idx_t"][ti], opts["hist_bins"], seed
+    )
+    rows["nn_ssim_to_train"] = mem_row
+    closer_h, hl = near["closer_h"], near["heldout_labels"]
+    if closer_h is not None:
+        hi = torch.arange(len(closer_h)) if hl is None or cls is None else torch.nonzero(hl == cls).flatten()
+        rows["closer_to_train"] = closer_to_train_metrics(near["closer_s"][si], closer_h[hi], seed)
+    counts = {"samples": len(si), "real_test": len(ti), "real_train": len(ri), "real_floor_subset": len(fi)}
+    return {"counts": counts, "metrics": rows, "memorisation": memorisation, "notes": notes}
 
 
 def evaluate_generation(
@@ -644,6 +876,9 @@ def evaluate_generation(
 ) -> dict[str, Any]:
     """All generation metrics of ``samples`` against real test images, each next to a real-vs-real floor.
 
+    The kernels above (:func:`feature_metrics`, :func:`diversity_metrics`, :func:`memorisation_metrics`,
+    :func:`closer_to_train_metrics`) over the groups of :func:`generation_groups`.
+
     The floor scores a random subset of the training images (as many as there are samples, so feature-space
     metrics carry the same small-sample bias) as if they were samples. Diversity compares the samples' mean pairwise
     MS-SSIM with the test images' (the target; training images give the floor). Memorisation is the SSIM from each
@@ -651,8 +886,7 @@ def evaluate_generation(
     largest test-image value). ``closer_to_train`` is the fraction of samples whose nearest training image is more
     similar (SSIM) than their nearest test image, against the same fraction for real held-out images
     (``real_heldout``, e.g. the validation split: seen by neither the networks nor the metric), which face the same
-    training and test sets and so the same set-size bias. Groups: ``"all"`` plus one per class present in
-    ``sample_labels`` and ``test_labels``.
+    training and test sets and so the same set-size bias.
 
     Args:
         samples: ``(M, C, *spatial)`` generated images in [0, 1].
@@ -678,109 +912,16 @@ def evaluate_generation(
         with ``counts``, ``metrics`` (rows with ``generated``, ``real_floor``, CIs and the ``better`` direction),
         ``memorisation`` (quantiles, histograms, per-image values, nearest training index) and ``notes``).
     """
-    s, t, r = (
-        _check_images(x, w) for x, w in ((samples, "samples"), (real_test, "real_test"), (real_train, "real_train"))
-    )
-    if not (s.shape[1:] == t.shape[1:] == r.shape[1:]):
-        raise BrainVQInputError("evaluate_generation", f"image shapes differ: {s.shape}, {t.shape}, {r.shape}")
-    for lab, x, name in (
-        (sample_labels, s, "sample_labels"),
-        (test_labels, t, "test_labels"),
-        (train_labels, r, "train_labels"),
-    ):
-        if lab is not None and torch.as_tensor(lab).shape != (x.shape[0],):
-            raise BrainVQInputError(name, f"expected shape ({x.shape[0]},)")
-    gen = torch.Generator().manual_seed(int(seed))
-    s_f, t_f, r_f = (extract_features(feature_net, x) for x in (s, t, r))
-    nn_s, idx_s = nearest_neighbour_ssim(s, r, return_index=True)
-    nn_t, idx_t = nearest_neighbour_ssim(t, r, return_index=True)
-    closer_s = nn_s > nearest_neighbour_ssim(s, t)
-    closer_h = hl = None
-    if real_heldout is not None:
-        h = _check_images(real_heldout, "real_heldout")
-        closer_h = nearest_neighbour_ssim(h, r) > nearest_neighbour_ssim(h, t)
-        hl = torch.as_tensor(heldout_labels).long() if heldout_labels is not None else None
-    bins = np.linspace(0.0, 1.0, hist_bins + 1)
-
-    groups: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor, int | None]] = {
-        "all": (torch.arange(len(s)), torch.arange(len(t)), torch.arange(len(r)), None)
-    }
-    if sample_labels is not None and test_labels is not None:
-        sl, tl = torch.as_tensor(sample_labels).long(), torch.as_tensor(test_labels).long()
-        rl = torch.as_tensor(train_labels).long() if train_labels is not None else None
-        names = {int(kk): v for kk, v in (class_names or {}).items()}
-        for c in sorted(set(sl.tolist()) & set(tl.tolist())):
-            ri = torch.nonzero(rl == c).flatten() if rl is not None else torch.arange(len(r))
-            groups[names.get(c, str(c))] = (
-                torch.nonzero(sl == c).flatten(),
-                torch.nonzero(tl == c).flatten(),
-                ri,
-                c,
-            )
-
+    s, t, r = _checked_sets(samples, real_test, real_train, (sample_labels, test_labels, train_labels))
+    gen = torch.Generator().manual_seed(int(seed))  # the floor subsets, drawn group after group
+    feats = tuple(extract_features(feature_net, x) for x in (s, t, r))
+    near = _nearest(s, t, r, real_heldout, heldout_labels)
+    groups = generation_groups((len(s), len(t), len(r)), sample_labels, test_labels, train_labels, class_names)
+    opts = {"k": k, "num_bootstrap": num_bootstrap, "kid": kid_subsets, "max_pairs": max_pairs, "hist_bins": hist_bins}
     out_groups: dict[str, Any] = {}
     for gi, (name, (si, ti, ri, cls)) in enumerate(groups.items()):
-        gseed = int(seed) + gi
-        n_floor = min(len(si), len(ri))
-        fi = ri[torch.randperm(len(ri), generator=gen)[:n_floor]]
-        rows, notes = _feature_rows(t_f[ti], s_f[si], r_f[fi], k, gseed, num_bootstrap, kid_subsets)
-        if len(si) >= 2 and len(ti) >= 2 and len(fi) >= 2:
-            div_s = pairwise_ms_ssim(s[si], max_pairs, gseed)
-            div_t = pairwise_ms_ssim(t[ti], max_pairs, gseed)
-            div_f = pairwise_ms_ssim(r[fi], max_pairs, gseed)
-            rows["ms_ssim_diversity"] = _row(
-                "match real_test",
-                generated=float(div_s.mean()),
-                real_test=float(div_t.mean()),
-                real_floor=float(div_f.mean()),
-                generated_ci=list(bootstrap_ci(div_s, seed=gseed)),
-                real_test_ci=list(bootstrap_ci(div_t, seed=gseed)),
-                real_floor_ci=list(bootstrap_ci(div_f, seed=gseed)),
-                num_pairs=[int(div_s.numel()), int(div_t.numel()), int(div_f.numel())],
-            )
-        else:
-            notes.append("diversity skipped: fewer than 2 images")
-        ns, nt = nn_s[si], nn_t[ti]
-        threshold = float(nt.max()) if len(nt) else float("nan")
-        rows["nn_ssim_to_train"] = _row(
-            "match real_floor (higher = closer to copies)",
-            generated=float(ns.mean()),
-            real_floor=float(nt.mean()),
-            generated_ci=list(bootstrap_ci(ns, seed=gseed)),
-            real_floor_ci=list(bootstrap_ci(nt, seed=gseed)),
-        )
-        if closer_h is not None:
-            hi = torch.arange(len(closer_h)) if hl is None or cls is None else torch.nonzero(hl == cls).flatten()
-            cs, ch = closer_s[si].double(), closer_h[hi].double()
-            rows["closer_to_train"] = _row(
-                "match real_heldout (higher = closer to copies)",
-                generated=float(cs.mean()),
-                real_heldout=float(ch.mean()) if len(ch) else float("nan"),
-                real_floor=float(ch.mean()) if len(ch) else float("nan"),
-                generated_ci=list(bootstrap_ci(cs, seed=gseed)),
-                real_floor_ci=list(bootstrap_ci(ch, seed=gseed)) if len(ch) > 1 else None,
-                num_heldout=len(ch),
-            )
-        out_groups[name] = {
-            "counts": {"samples": len(si), "real_test": len(ti), "real_train": len(ri), "real_floor_subset": n_floor},
-            "metrics": rows,
-            "memorisation": {
-                "reference": "whole training split",
-                "generated_quantiles": _quantiles(ns),
-                "real_test_quantiles": _quantiles(nt),
-                "generated_max": float(ns.max()),
-                "real_test_max": threshold,
-                "copy_fraction": float((ns > threshold).double().mean()),
-                "bins": bins.tolist(),
-                "generated_hist": _hist(ns, bins),
-                "real_test_hist": _hist(nt, bins),
-                "generated_values": ns.tolist(),
-                "real_test_values": nt.tolist(),
-                "generated_nearest_train_index": idx_s[si].tolist(),
-                "real_test_nearest_train_index": idx_t[ti].tolist(),
-            },
-            "notes": notes,
-        }
+        fi = ri[torch.randperm(len(ri), generator=gen)[: min(len(si), len(ri))]]
+        out_groups[name] = _group_metrics((s, t, r), feats, near, (si, ti, ri, fi, cls), int(seed) + gi, opts)
     return {
         "seed": int(seed),
         "k": int(k),
@@ -788,59 +929,7 @@ def evaluate_generation(
         "kid_subsets": int(kid_subsets),
         "max_pairs": int(max_pairs),
         "counts": {"samples": len(s), "real_test": len(t), "real_train": len(r)},
-        "feature_dim": int(s_f.shape[1]),
+        "feature_dim": int(feats[0].shape[1]),
         "floor": "a random training subset of the samples' size, scored against the test images like the samples",
         "groups": out_groups,
     }
-
-
-def _fmt(v: Any, digits: int = 3) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    return f"{v:.{digits}f}"
-
-
-def format_generation_table(result: Mapping[str, Any], group: str = "all") -> str:
-    """A compact markdown table of one group of :func:`evaluate_generation` (or ``run_generation_eval``) output.
-
-    Args:
-        result: the evaluation dict (a ``generation`` key holding it is followed).
-        group: ``"all"`` or a class name.
-
-    Returns:
-        markdown text.
-    """
-    res = result.get("generation", result)
-    g = res["groups"][group]
-    c = g["counts"]
-    lines = [
-        f"Group `{group}`: {c['samples']} samples, {c['real_test']} test, floor = {c['real_floor_subset']} training "
-        f"images; seed {res['seed']}, k={res['k']}, {res['num_bootstrap']} bootstrap replicates (95% CI)",
-        "",
-        "| metric | generated | 95% CI | real floor (train vs test) | 95% CI | better |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, row in g["metrics"].items():
-        gci, fci = row.get("generated_ci"), row.get("real_floor_ci")
-        gval = _fmt(row["generated"], 4 if name == "kid" else 3)
-        fval = _fmt(row["real_floor"], 4 if name == "kid" else 3)
-        if name == "kid":
-            gci_s = f"+/- {_fmt(row['generated_std'], 4)} (sd)"
-            fci_s = f"+/- {_fmt(row['real_floor_std'], 4)} (sd)"
-        else:
-            gci_s = f"[{_fmt(gci[0])}, {_fmt(gci[1])}]" if gci else "-"
-            fci_s = f"[{_fmt(fci[0])}, {_fmt(fci[1])}]" if fci else "-"
-        better = row["better"]
-        if name == "ms_ssim_diversity":
-            better = f"match test ({_fmt(row['real_test'])})"
-        elif name == "closer_to_train":
-            better = "match the real held-out images (floor column); higher = closer to copies"
-        lines.append(f"| {name} | {gval} | {gci_s} | {fval} | {fci_s} | {better} |")
-    mem = g["memorisation"]
-    lines.append("")
-    lines.append(
-        f"Nearest-training-image SSIM: samples median {_fmt(mem['generated_quantiles']['q50'])} "
-        f"(max {_fmt(mem['generated_max'])}), test images median {_fmt(mem['real_test_quantiles']['q50'])} "
-        f"(max {_fmt(mem['real_test_max'])}); samples above the test max: {100 * mem['copy_fraction']:.1f}%"
-    )
-    return "\n".join(lines)

@@ -1,3 +1,3 @@
-from .grids import tile_grid, to_display_slice
+from .grids import display_plane, tile_grid, to_display_slice
 
-__all__ = ["tile_grid", "to_display_slice"]
+__all__ = ["display_plane", "tile_grid", "to_display_slice"]

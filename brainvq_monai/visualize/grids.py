@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-__all__ = ["to_display_slice", "tile_grid"]
+__all__ = ["to_display_slice", "display_plane", "tile_grid"]
 
 
 def to_display_slice(image: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -69,3 +69,18 @@ def tile_grid(
             y, x = i * (h + pad), j * (w + pad)
             grid[y : y + cell.shape[0], x : x + cell.shape[1]] = np.clip((cell - lo) / scale, 0.0, 1.0)
     return grid
+
+
+def display_plane(image: torch.Tensor | np.ndarray) -> np.ndarray:
+    """The 2D channel-first image ``(1, W, H)`` that displays as ``image`` does (:func:`to_display_slice`).
+
+    A 2D image keeps its first channel; a volume becomes its mid-axial slice, oriented as displayed. Figures of 2D
+    and 3D runs can so store and draw the same small arrays.
+
+    Args:
+        image: channel-first 2D image or 3D volume (see :func:`to_display_slice`).
+
+    Returns:
+        ``(1, W, H)`` float32 array with ``to_display_slice(display_plane(image)) == to_display_slice(image)``.
+    """
+    return np.ascontiguousarray(to_display_slice(image).T[None])

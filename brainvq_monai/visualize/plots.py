@@ -1,7 +1,8 @@
 """Matplotlib figures of a run's report: training curves, image grids, codebook usage and codebook projections.
 
 Every function takes plain arrays (no run folder, no model), draws one figure with the ``Agg`` backend and saves it
-as a PNG; :mod:`brainvq_monai.apps.report` gathers the data. Images are shown the way a viewer shows them, through
+as a PNG; :mod:`brainvq_monai.apps.report_compute` computes the data, :mod:`brainvq_monai.visualize.report_figures`
+draws it from the report's record. Images are shown the way a viewer shows them, through
 :func:`~brainvq_monai.visualize.grids.to_display_slice` (2D arrays are ``(C, W, H)``, column index first).
 """
 

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from brainvq_monai.apps.benchmark.timing import make_row, sync, time_fn
+from brainvq_monai.utils.format import fmt as _fmt
 
 __all__ = ["format_rows", "run"]
 
@@ -430,10 +431,6 @@ def run(device: torch.device, quick: bool, tiny: bool, seed: int) -> list[dict]:
         row["config"]["cohort"] = f"demo cohort, {s['subjects']} subjects ({seconds:.1f} s to write)"
         row["config"]["torch_threads"] = 1
     return rows
-
-
-def _fmt(value: Any, spec: str) -> str:
-    return "" if value is None else format(value, spec)
 
 
 def format_rows(rows: list[dict]) -> str:

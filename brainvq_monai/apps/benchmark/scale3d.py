@@ -35,6 +35,7 @@ from torch.nn import functional as F
 from brainvq_monai.apps.benchmark.timing import make_row, measure_memory, saved_activation_bytes, time_fn
 from brainvq_monai.networks.nets.causal_transformer import CausalTransformer
 from brainvq_monai.networks.nets.vqvae import BrainVQVAE
+from brainvq_monai.utils.format import fmt as _fmt
 
 __all__ = ["SECTION", "format_rows", "run"]
 
@@ -512,14 +513,6 @@ def run(device: torch.device, quick: bool, tiny: bool, seed: int) -> list[dict[s
     device = torch.device(device)
     plan = _plan(device, quick, tiny)
     return _transformer_rows(device, plan, seed) + _vqvae_rows(device, plan, seed)
-
-
-def _fmt(value: Any, spec: str) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    return format(value, spec)
 
 
 def format_rows(rows: list[dict[str, Any]]) -> str:
