@@ -262,11 +262,11 @@ def test_report_bad_run_dir_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(tmp_path / "nope") in err and "not found" in err
     (tmp_path / "empty").mkdir()
-    with pytest.raises(BrainVQInputError, match="missing metrics.json"):
+    with pytest.raises(BrainVQInputError, match="no run_settings.json"):
         make_report(tmp_path / "empty", generation=False)
     assert main(["report", "--run", str(tmp_path / "empty"), "--no-generation"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "empty" in err and "metrics.json" in err
+    assert len(err.splitlines()) == 1 and "empty" in err and "run_settings.json" in err
 
 
 def test_figure_arrays_of_volumes_are_central_slices(tmp_path):
@@ -288,3 +288,20 @@ def test_figure_arrays_of_volumes_are_central_slices(tmp_path):
     assert arrays["inputs"].shape == (2, 1, 12, 10)
     for stored, volume in zip(arrays["inputs"], volumes[[0, 2]]):
         np.testing.assert_array_equal(to_display_slice(stored), to_display_slice(volume))
+
+
+@pytest.mark.parametrize(("dims", "data_format"), [(3, "nifti"), (2, "nifti")])
+def test_report_of_a_3d_run_and_of_nifti_slices(dims, data_format, demo_cohort, tmp_path):
+    """``brainvq report`` on bundle runs other than the 2D demo: the 3D bundle, and the 2D bundle on NIfTI slices
+    (a bundle folder trained in place: its run lives in runs/)."""
+    from bundle_helpers import run_workflow, tiny
+
+    for workflow in ("train_vqvae", "train_prior", "evaluate", "inference"):
+        run_workflow(dims, workflow, {**tiny(dims, workflow, tmp_path, demo_cohort), "data_format": data_format})
+    assert main(["report", "--run", str(tmp_path), "--no-generation", "--device", "cpu"]) == 0
+    record = json.loads((tmp_path / "runs" / "report.json").read_text())
+    assert record["model"]["spatial_dims"] == dims and record["data"]["format"] == data_format
+    md = (tmp_path / "runs" / "report.md").read_text()
+    assert "## Metrics" in md and "## Figures" in md
+    for name in ("reconstructions", "samples"):
+        assert (tmp_path / "runs" / record["arrays"][name]).is_file()

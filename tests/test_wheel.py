@@ -189,6 +189,9 @@ def test_init_bundle_copies_without_run_outputs(tmp_path, monkeypatch, capsys):
     copied = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
     assert copied == ["LICENSE", "configs/common.json", "configs/metadata.json", "docs/README.md"]
     out = capsys.readouterr().out
-    assert f"cd {dest} && python -m monai.bundle run --config_file \"['configs/common.json','configs/train_vqvae.json']\"" in out
+    assert (
+        f"cd {dest} && python -m monai.bundle run --config_file \"['configs/common.json','configs/train_vqvae.json']\""
+        in out
+    )
     assert str(dest / "docs" / "README.md") in out
     assert main(["init-bundle", "brain_vqvae_2d", str(source / "inside")]) == 2  # never into the bundle itself

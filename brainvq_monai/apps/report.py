@@ -52,21 +52,19 @@ REPORT_ARRAYS: dict[str, str] = {
 
 
 def _check_run_dir(run: Path) -> None:
-    if not run.is_dir():
-        raise BrainVQInputError(run, "run folder not found")
-    missing = [name for name in ("metrics.json", "models") if not (run / name).exists()]
-    if missing:
+    if not (run / "metrics.json").is_file():
         raise BrainVQInputError(
-            run, f"not a finished brainvq run: missing {' and '.join(missing)} (make one with `brainvq demo --out DIR`)"
+            run, "not a finished brainvq run: no metrics.json (run the evaluate workflow, or `brainvq demo --out DIR`)"
         )
 
 
 # ---------------------------------------------------------------------------------------------------- run blocks
-def _describe_run(run: Path, art: Any, metrics: Mapping[str, Any], run_config: Mapping[str, Any]) -> dict[str, Any]:
+def _describe_run(run: Path, art: Any, metrics: Mapping[str, Any]) -> dict[str, Any]:
     """The run, data, model and settings blocks of the record (from the run's files and its loaded networks)."""
     summary = read_json(run / "demo_summary.json")
     dl = art.datalist
-    settings = getattr(art, "config", None) or art.settings
+    record = dict(art.config or {})
+    settings = {**art.settings, **{k: record[k] for k in ("autoencoder_def", "prior_def") if k in record}}
     return {
         "run": {
             "dir": str(run),
@@ -94,10 +92,10 @@ def _describe_run(run: Path, art: Any, metrics: Mapping[str, Any], run_config: M
             "class_names": {str(k): str(v) for k, v in (art.class_names or {}).items()},
         },
         "settings": {
-            "source": "run_config.json" if run_config else "demo defaults",
+            "source": "run_settings.json",
             "values": json.loads(json.dumps(settings, default=str)),
         },
-        "training_device": run_config.get("device") or summary.get("device"),
+        "training_device": summary.get("device"),
     }
 
 
@@ -176,13 +174,13 @@ def compute_report(
     from brainvq_monai.apps.run_loader import load_run
 
     t0 = time.time()
-    run = Path(os.path.abspath(os.fspath(run_dir)))
-    _check_run_dir(run)
-    metrics, run_config = read_json(run / "metrics.json"), read_json(run / "run_config.json")
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    art = load_run(run, device=dev)
+    art = load_run(run_dir, device=dev)
+    run = art.run_dir  # the run's output folder (a bundle trained in place keeps it in runs/)
+    _check_run_dir(run)
+    metrics = read_json(run / "metrics.json")
     seconds = {"load": round(time.time() - t0, 2)}
-    described = _describe_run(run, art, metrics, run_config)
+    described = _describe_run(run, art, metrics)
     record: dict[str, Any] = {
         "record_version": RECORD_VERSION,
         "computed": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -245,6 +243,8 @@ def make_report(
         the path of ``report.md``.
     """
     if render_only:
-        return render_report(run_dir)
-    compute_report(run_dir, generation, device, images_per_class, samples_per_class, seed)
-    return render_report(run_dir)  # from the file: what is rendered is what was recorded
+        run = Path(os.path.abspath(os.fspath(run_dir)))
+        # a bundle trained in place keeps its run (and its report) in runs/
+        return render_report(run / "runs" if (run / "runs" / REPORT_RECORD).is_file() else run)
+    record = compute_report(run_dir, generation, device, images_per_class, samples_per_class, seed)
+    return render_report(record["run"]["dir"])  # from the file: what is rendered is what was recorded
