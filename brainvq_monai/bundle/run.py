@@ -177,8 +177,9 @@ def find_run_record(run_dir: str | os.PathLike) -> Path:
 
 
 def _relocated(path: str | None, recorded_output: str | None, output_dir: Path) -> str | None:
-    """A recorded path under the recorded ``output_dir`` (or its parent), moved along with the run folder."""
-    if path is None or Path(path).exists() or not recorded_output:
+    """A recorded path under the recorded ``output_dir`` (or its parent), in the run folder's copy when the folder
+    was moved or copied (the copy's own files, where they exist)."""
+    if path is None or not recorded_output or Path(recorded_output) == output_dir:
         return path
     for old, new in ((Path(recorded_output), output_dir), (Path(recorded_output).parent, output_dir.parent)):
         try:
@@ -195,7 +196,7 @@ def run_parser(run_dir: str | os.PathLike, device: str | torch.device | None = N
 
     ``parser.get_parsed_content("autoencoder")`` is the trained VQ-VAE, ``"prior_def"`` the prior (load
     ``"prior_ckpt"`` into it), ``"preprocessing"``, ``"datalist_data"``, ``"class_names"``, ``"latent_shape"``...
-    Paths under the run folder follow it when the folder was moved.
+    Paths under the run folder follow it when the folder was moved or copied.
 
     Args:
         run_dir: the run folder (see :func:`find_run_record`).
