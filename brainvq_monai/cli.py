@@ -237,11 +237,6 @@ def _cmd_bundle_path(args: argparse.Namespace) -> int:
     return 0
 
 
-# run outputs a bundle folder of a checkout may hold (see .gitignore): never copied by init-bundle
-_RUN_OUTPUT_DIRS = ("runs", "data")
-_RUN_OUTPUT_SUFFIXES = (".pt", ".pth", ".ts")
-
-
 @_command(
     "init-bundle",
     "copy a MONAI bundle this package ships into a new or empty folder",
@@ -249,33 +244,10 @@ _RUN_OUTPUT_SUFFIXES = (".pt", ".pth", ".ts")
     _arg("dir", help="destination folder: new or empty (files there are never overwritten)"),
 )
 def _cmd_init_bundle(args: argparse.Namespace) -> int:
-    import os
-    import shutil
-    from pathlib import Path
-
+    from brainvq_monai.bundle.copy import init_bundle
     from brainvq_monai.bundle.layout import config_list_arg
-    from brainvq_monai.bundle.utils import default_bundle_root
 
-    source = Path(default_bundle_root(args.name))
-    dest = Path(os.path.abspath(args.dir))
-    if dest.exists() and not dest.is_dir():
-        raise BrainVQInputError(dest, "is a file; init-bundle needs a new or empty folder")
-    if dest.resolve().is_relative_to(source.resolve()):
-        raise BrainVQInputError(dest, f"is inside the bundle {source}; choose a folder outside it")
-    if dest.is_dir() and any(dest.iterdir()):
-        raise BrainVQInputError(
-            dest, "is not empty; init-bundle copies only into a new or empty folder (nothing copied)"
-        )
-
-    def skip(folder: str, names: list[str]) -> set[str]:
-        top = Path(folder) == source
-        return {
-            n
-            for n in names
-            if n == "__pycache__" or (top and n in _RUN_OUTPUT_DIRS) or n.endswith(_RUN_OUTPUT_SUFFIXES)
-        }
-
-    shutil.copytree(source, dest, ignore=skip, dirs_exist_ok=True)
+    dest = init_bundle(args.name, args.dir)
     print(f"copied bundle {args.name} to {dest}")
     print("next, from that folder (bundle_root is then the copy: its runs/, models/ and data/ stay there):")
     print(f'  cd {dest} && python -m monai.bundle run --config_file "{config_list_arg("train_vqvae")}"')
