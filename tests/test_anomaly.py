@@ -18,6 +18,7 @@ from monai.networks.nets import VQVAE
 
 from brainvq_monai.bundle.layout import config_files
 from brainvq_monai.inferers.anomaly import (
+    SCORE_COLUMNS,
     anomaly_map,
     auroc,
     brain_mask,
@@ -282,3 +283,43 @@ def test_bundle_config_in_process_and_through_monai_bundle_run(demo_cohort, tmp_
     proc = subprocess.run(args, capture_output=True, text=True, env=env, cwd=str(REPO), timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     _check_outputs(tmp_path / "p" / "runs" / "anomaly", datalist)
+
+
+# ---------------------------------------------------------------- brainvq anomaly
+@pytest.mark.parametrize(("dims", "data_format"), [(2, "adni"), (3, "nifti")])
+def test_brainvq_anomaly_on_a_bundle_run(dims, data_format, demo_cohort, tmp_path, capsys):
+    """Settings, networks and data come from the run folder (load_run): the same command for 2D and 3D runs."""
+    from bundle_helpers import run_workflow, tiny
+
+    from brainvq_monai.cli import main
+
+    for workflow in ("train_vqvae", "train_prior"):
+        run_workflow(dims, workflow, {**tiny(dims, workflow, tmp_path, demo_cohort), "data_format": data_format})
+    capsys.readouterr()
+    figure, page = tmp_path / "figures" / "maps.png", tmp_path / "anomaly.md"
+    args = ["anomaly", "--run", str(tmp_path), "--figure", str(figure), "--markdown", str(page), "--quantile", "0.9"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    out = tmp_path / "runs" / "anomaly"  # a bundle trained in place: its run folder is runs/
+    results = json.loads((out / "anomaly_results.json").read_text())
+    assert results["normal_class"] == 0 and results["normal_class_name"] == "NC" and results["conditional"]
+    assert results["spatial_size"] == ([32, 32] if dims == 2 else [16, 16, 16])
+    assert results["calibration"]["split"] == "validation" and results["calibration"]["quantile"] == 0.9
+    rows = list(csv.DictReader(open(out / "scores.csv", encoding="utf-8")))
+    assert len(rows) == results["num_slices"] > 0 and {r["class"] for r in rows} == {"NC", "AD"}
+    assert np.load(out / f"{rows[0]['name']}_nll.npy").shape == (1, *results["spatial_size"])
+    assert (out / f"{rows[0]['name']}_healed{'.png' if dims == 2 else '.nii.gz'}").is_file()
+    for score in SCORE_COLUMNS:
+        assert 0 <= results["slice_auroc"][score] <= 1 and f"{score:20s} AUROC per slice" in printed
+    assert figure.is_file() and "![anomaly maps](maps.png)" in page.read_text()
+    assert results["command"] in page.read_text() and results["command"].startswith("brainvq anomaly --run")
+
+
+def test_brainvq_anomaly_errors_are_one_line(tmp_path, capsys):
+    from brainvq_monai.cli import main
+
+    assert main(["anomaly", "--run", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("brainvq: error:") and "run folder not found" in err and len(err.splitlines()) == 1
+    assert main(["anomaly", "--run", str(tmp_path), "--quantile", "1.5"]) == 2
+    assert "--quantile" in capsys.readouterr().err

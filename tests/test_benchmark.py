@@ -1,31 +1,30 @@
-"""scripts/benchmark.py runs every section end to end in its tiny test mode and writes a complete JSON report."""
+"""brainvq benchmark runs every section end to end in its tiny test mode and writes a complete JSON report."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "scripts", "benchmark.py")
+from brainvq_monai.cli import main
 
 
-def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, SCRIPT, *args], capture_output=True, text=True, timeout=600, cwd=ROOT, check=False
-    )
+def _run(*args: str) -> tuple[int, str]:
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = main(["benchmark", *args])
+    return code, stdout.getvalue()
 
 
 @pytest.fixture(scope="module")
 def tiny_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "sub" / "report.json"
-    proc = _run("--tiny", "--device", "cpu", "--seed", "3", "--threads", "1", "--json", str(out))
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return json.loads(out.read_text()), proc.stdout
+    code, stdout = _run("--tiny", "--device", "cpu", "--seed", "3", "--threads", "1", "--json", str(out))
+    assert code == 0, stdout
+    return json.loads(out.read_text()), stdout
 
 
 def test_report_records_device_versions_and_every_section(tiny_report):
@@ -85,18 +84,31 @@ def test_training_rows_compare_against_the_monai_loops(tiny_report):
     assert any(k.endswith("_keeps_up") for k in feed)
 
 
-def test_bad_section_is_a_one_line_error():
-    proc = _run("--tiny", "--sections", "nope")
-    assert proc.returncode == 2
-    assert proc.stderr.strip().count("\n") == 0 and "--sections" in proc.stderr and "nope" in proc.stderr
+def test_bad_section_is_a_one_line_error(capsys):
+    assert _run("--tiny", "--sections", "nope")[0] == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("brainvq: error: --sections:") and len(err.splitlines()) == 1 and "nope" in err
+
+
+def test_failed_check_is_a_one_line_error(monkeypatch, tmp_path, capsys):
+    from brainvq_monai.apps import benchmark
+
+    report = {"sections": {"sampling": [{"case": "x", "check": {"passed": False}}]}}
+    monkeypatch.setattr(benchmark, "run_benchmark", lambda *a, **k: report)
+    monkeypatch.setattr(benchmark, "format_report", lambda r: "table")
+    out = tmp_path / "bench.json"
+    assert _run("--tiny", "--json", str(out))[0] == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "brainvq: error: benchmark: correctness checks failed: sampling/x"
+    assert json.loads(out.read_text()) == report  # written before the failure is reported
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_paths_run_unchanged(tmp_path):
     """Every CUDA code path of the benchmark (bf16, channels-last, fused, compile, CUDA graphs, peak memory)."""
     out = tmp_path / "gpu.json"
-    proc = _run("--tiny", "--device", "cuda", "--json", str(out))
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    code, stdout = _run("--tiny", "--device", "cuda", "--json", str(out))
+    assert code == 0, stdout
     report = json.loads(out.read_text())
     assert "gpu" in report["device"]
     training = {r["case"]: r for r in report["sections"]["training"]}

@@ -95,3 +95,36 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "d"), "--subjects", "1"]) == 2
     err = capsys.readouterr().err.strip()
     assert "subjects" in err and len(err.splitlines()) == 1
+
+
+def test_every_command_is_a_subcommand_of_brainvq(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    printed = capsys.readouterr().out
+    for command in ("demo-data", "demo", "report", "datalist", "compare", "anomaly", "benchmark", "fault-injection"):
+        assert command in printed
+    assert "generation-eval" in printed
+
+
+def test_fault_injection_reports_failed_cases_in_one_line(tmp_path, monkeypatch, capsys):
+    from brainvq_monai.apps import fault_injection
+
+    case = {"bundle": "2D", "trainer": "vqvae", "final_weights_equal": True, "best_weights_equal": False}
+    record = {"cases": [{**case, "interruptions": [{"all_checkpoints_load": True}]}]}
+    calls = []
+    monkeypatch.setattr(fault_injection, "run_campaign", lambda *a: calls.append(a) or record)
+    monkeypatch.setattr(fault_injection, "render_campaign", lambda r: "tables")
+    out = tmp_path / "fi.json"
+    assert main(["fault-injection", "--out", str(tmp_path), "--dims", "2", "--kills", "1", "--json", str(out)]) == 1
+    assert calls == [(str(tmp_path), [2], ["vqvae", "prior"], 1, 100, 0)]
+    captured = capsys.readouterr()
+    assert captured.out.strip() == "tables" and json.loads(out.read_text()) == record
+    assert captured.err.strip() == "brainvq: error: fault injection: the guarantees failed for 2D vqvae"
+    record["cases"][0]["best_weights_equal"] = True
+    assert main(["fault-injection", "--out", str(tmp_path)]) == 0
+
+
+def test_generation_eval_error_is_one_line(tmp_path, capsys):
+    assert main(["generation-eval", "--run", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("brainvq: error:") and "run folder not found" in err and len(err.splitlines()) == 1

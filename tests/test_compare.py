@@ -1,26 +1,17 @@
-"""scripts/compare.py: both head-to-heads run end to end in the hidden tiny mode and write a complete JSON report."""
+"""brainvq compare: both head-to-heads run end to end in the hidden tiny mode and write a complete JSON report."""
 
 from __future__ import annotations
 
-import importlib.util
+import contextlib
+import io
 import json
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "scripts", "compare.py")
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("brainvq_compare_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from brainvq_monai.apps.compare import batch_plan
+from brainvq_monai.cli import main
 
 
 def _floats(x):
@@ -38,27 +29,11 @@ def _floats(x):
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("compare")
     json_file = out / "report" / "compare.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            SCRIPT,
-            "--tiny",
-            "--seed",
-            "1",
-            "--threads",
-            "1",
-            "--out",
-            str(out),
-            "--json",
-            str(json_file),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return json.loads(json_file.read_text()), proc.stdout
+    args = ["compare", "--tiny", "--seed", "1", "--threads", "1", "--out", str(out), "--json", str(json_file)]
+    stdout = io.StringIO()  # a module-scoped fixture has no capsys
+    with contextlib.redirect_stdout(stdout):
+        assert main(args) == 0
+    return json.loads(json_file.read_text()), stdout.getvalue()
 
 
 def test_report_metadata(tiny_run):
@@ -107,12 +82,7 @@ def test_prior_head_to_head(tiny_run):
         assert m["sampling_seconds"] > 0 and m["num_samples"] == settings["num_samples"]
         assert abs(m["seconds_per_sample"] - m["sampling_seconds"] / m["num_samples"]) < 1e-9
     gen = report["prior"]["generation"]
-    try:
-        import brainvq_monai.metrics.generation  # noqa: F401
-    except ImportError:
-        assert gen["available"] is False
-        return
-    assert gen["available"] is True and gen["feature_net"]["trained_on"] == "training split only"
+    assert gen["feature_net"]["trained_on"] == "training split only"
     for name in ("pixelcnn", "transformer"):
         groups = gen[name]["groups"]
         assert set(groups) == {"all", "NC", "AD"}
@@ -127,28 +97,49 @@ def test_table_printed(tiny_run):
     assert report["table"] in stdout
     for text in ("(a) VQ-VAE", "(b) Priors", "| brainvq |", "| monai |", "| pixelcnn |", "| transformer |"):
         assert text in report["table"]
-    if report["prior"]["generation"]["available"]:
-        assert "real-vs-real floor" in report["table"] and "FID" in report["table"]
+    assert "real-vs-real floor" in report["table"] and "FID" in report["table"]
+    assert report["command"] == f"brainvq compare --tiny --seed 1 --threads 1 --out {report['data']['dir'][:-5]}" + (
+        f" --json {report['data']['dir'][:-5]}/report/compare.json"
+    )
 
 
 def test_batch_plan_is_shared_and_full():
-    compare = _load_script()
-    a = compare._batch_plan(10, 4, 7, seed=3)
+    a = batch_plan(10, 4, 7, seed=3)
     assert len(a) == 7 and all(b.numel() == 4 for b in a)
-    assert all(torch.equal(x, y) for x, y in zip(a, compare._batch_plan(10, 4, 7, seed=3)))
-    assert not all(torch.equal(x, y) for x, y in zip(a, compare._batch_plan(10, 4, 7, seed=4)))
+    assert all(torch.equal(x, y) for x, y in zip(a, batch_plan(10, 4, 7, seed=3)))
+    assert not all(torch.equal(x, y) for x, y in zip(a, batch_plan(10, 4, 7, seed=4)))
     assert sorted(torch.cat(a[:2]).tolist()) == sorted(set(torch.cat(a[:2]).tolist()))  # no repeats within an epoch
 
 
-def test_bad_device_is_one_line_error(tmp_path):
+def test_training_goes_through_the_engines(tiny_run):
+    report, _ = tiny_run
+    assert report["vqvae"]["settings"]["trainer"].startswith("brainvq_monai.engines.VQVAETrainer")
+    assert report["prior"]["settings"]["trainer"].startswith("brainvq_monai.engines.PriorTrainer")
+
+
+def test_monai_vqvae_updates_its_codebook_once_per_step():
+    """MONAI's EMA quantizer in training mode: one step of train_vqvae is one EMA update (not two)."""
+    from monai.networks.nets import VQVAE
+
+    from brainvq_monai.apps.compare.models import vqvae_kwargs
+    from brainvq_monai.apps.compare.settings import MODES
+    from brainvq_monai.apps.compare.training import train_vqvae
+
+    torch.manual_seed(0)
+    net = VQVAE(**vqvae_kwargs(MODES["tiny"]))
+    ema = net.quantizer.quantizer
+    x = torch.rand(4, 1, 16, 16)
+    with torch.no_grad():
+        _, _, indices = ema.quantize(net.encode(x))
+    counts = torch.bincount(indices.reshape(-1), minlength=ema.num_embeddings).float()
+    expected = ema.ema_cluster_size * ema.decay + counts * (1 - ema.decay)
+    train_vqvae(net, x, [torch.arange(4)], lr=1e-4, device=torch.device("cpu"))
+    assert torch.allclose(ema.ema_cluster_size, expected)
+
+
+def test_bad_device_is_one_line_error(tmp_path, capsys):
     if torch.cuda.is_available():
         pytest.skip("CUDA is available")
-    proc = subprocess.run(
-        [sys.executable, SCRIPT, "--tiny", "--device", "cuda", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 2
-    assert proc.stderr.strip().count("\n") == 0 and "--device" in proc.stderr
+    assert main(["compare", "--tiny", "--device", "cuda", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("brainvq: error: --device:") and len(err.splitlines()) == 1

@@ -36,7 +36,7 @@ from brainvq_monai.bundle.layout import AUTOENCODER_WEIGHTS, config_files
 from brainvq_monai.bundle.tiny import tiny_overrides
 from brainvq_monai.utils.io import atomic_write_json, load_torch_file, temp_files
 
-__all__ = ["KINDS", "render_campaign", "run_campaign"]
+__all__ = ["KINDS", "campaign_failures", "render_campaign", "run_campaign"]
 
 KINDS = ("sigkill", "sigkill_at_iteration", "sigkill_in_save", "sigterm", "sigint")
 _TRAINERS = {"vqvae": ("train_vqvae", "model_autoencoder"), "prior": ("train_prior", "model")}
@@ -151,6 +151,69 @@ def _interrupt(
     }
 
 
+def _case(d: int, name: str, out_path: Path, data: Path, kills: int, epochs: int, rng: random.Random) -> dict[str, Any]:
+    """One case of the campaign: the reference run, then ``kills`` interruptions and resumes until the run ends."""
+    reference = out_path / f"reference_{d}d"
+    config, stem = _TRAINERS[name]
+    trainer = "VQVAETrainer" if name == "vqvae" else "PriorTrainer"
+    t0 = time.time()
+    ref = subprocess.run(
+        _command(d, config, _overrides(d, config, reference, data, epochs)),
+        capture_output=True, text=True, env=_env(), timeout=1800,
+    )  # fmt: skip
+    if ref.returncode != 0:
+        raise RuntimeError(f"reference {d}D {name} failed:\n{ref.stderr[-2000:]}")
+    ref_seconds = round(time.time() - t0, 1)
+    train_seconds = _train_seconds(ref.stdout, trainer)
+    root = out_path / f"faulty_{d}d_{name}"
+    (root / "models").mkdir(parents=True, exist_ok=True)
+    if name == "prior":
+        import shutil
+
+        shutil.copy2(reference / "models" / AUTOENCODER_WEIGHTS, root / "models" / AUTOENCODER_WEIGHTS)
+    last, best = root / "models" / f"{stem}_last.pt", root / "models" / f"{stem}.pt"
+    epoch_length = int(load_torch_file(reference / "models" / f"{stem}_last.pt")["meta"]["epoch_length"])
+    events = []
+    finished = False
+    for _ in range(kills):
+        over = {**_overrides(d, config, root, data, epochs), "resume": "true" if last.is_file() else "false"}
+        iterations_left = epochs * epoch_length - _iteration(last)
+        left = train_seconds * iterations_left / (epochs * epoch_length)
+        event = _interrupt(
+            rng.choice(KINDS), _command(d, config, over), root, last, best, rng, trainer, left, iterations_left
+        )
+        event["reached_iteration"] = max(
+            _reached(root / "stdout.txt", trainer, epoch_length), event["checkpoint_iteration_after"]
+        )
+        event["lost_iterations"] = event["reached_iteration"] - event["checkpoint_iteration_after"]
+        events.append(event)
+        # the run ended before the signal came (it then lands while the process exits, see the docs)
+        event["finished_before_signal"] = event["checkpoint_iteration_after"] == epochs * epoch_length
+        if event["exit_status"] == 0 or event["finished_before_signal"]:
+            finished = True
+            break
+    resumes = 0
+    while not finished:
+        over = {**_overrides(d, config, root, data, epochs), "resume": "true" if last.is_file() else "false"}
+        proc = subprocess.run(_command(d, config, over), capture_output=True, text=True, env=_env(), timeout=1800)
+        resumes += 1
+        finished = proc.returncode == 0
+        if resumes > 3 and not finished:
+            raise RuntimeError(f"{d}D {name}: resume failed:\n{proc.stderr[-2000:]}")
+    return {
+        "bundle": f"{d}D",
+        "trainer": name,
+        "epoch_length": epoch_length,
+        "iterations": epochs * epoch_length,
+        "reference_seconds": ref_seconds,
+        "reference_train_seconds": round(train_seconds, 2),
+        "interruptions": events,
+        "final_weights_equal": _same(last, reference / "models" / f"{stem}_last.pt"),
+        "best_weights_equal": _same(best, reference / "models" / f"{stem}.pt"),
+        "temporary_files_left": len(temp_files(last)) + len(temp_files(best)),
+    }
+
+
 def run_campaign(
     out: str | os.PathLike,
     dims: Sequence[int] = (2, 3),
@@ -187,72 +250,31 @@ def run_campaign(
         "cases": [],
     }
     for d in dims:
-        reference = out_path / f"reference_{d}d"
         for name in trainers:
-            config, stem = _TRAINERS[name]
-            trainer = "VQVAETrainer" if name == "vqvae" else "PriorTrainer"
-            t0 = time.time()
-            ref = subprocess.run(
-                _command(d, config, _overrides(d, config, reference, data, epochs)),
-                capture_output=True, text=True, env=_env(), timeout=1800,
-            )  # fmt: skip
-            if ref.returncode != 0:
-                raise RuntimeError(f"reference {d}D {name} failed:\n{ref.stderr[-2000:]}")
-            ref_seconds = round(time.time() - t0, 1)
-            train_seconds = _train_seconds(ref.stdout, trainer)
-            root = out_path / f"faulty_{d}d_{name}"
-            (root / "models").mkdir(parents=True, exist_ok=True)
-            if name == "prior":
-                import shutil
-
-                shutil.copy2(reference / "models" / AUTOENCODER_WEIGHTS, root / "models" / AUTOENCODER_WEIGHTS)
-            last, best = root / "models" / f"{stem}_last.pt", root / "models" / f"{stem}.pt"
-            epoch_length = int(load_torch_file(reference / "models" / f"{stem}_last.pt")["meta"]["epoch_length"])
-            events = []
-            finished = False
-            for _ in range(kills):
-                over = {**_overrides(d, config, root, data, epochs), "resume": "true" if last.is_file() else "false"}
-                iterations_left = epochs * epoch_length - _iteration(last)
-                left = train_seconds * iterations_left / (epochs * epoch_length)
-                event = _interrupt(
-                    rng.choice(KINDS), _command(d, config, over), root, last, best, rng, trainer, left, iterations_left
-                )
-                event["reached_iteration"] = max(
-                    _reached(root / "stdout.txt", trainer, epoch_length), event["checkpoint_iteration_after"]
-                )
-                event["lost_iterations"] = event["reached_iteration"] - event["checkpoint_iteration_after"]
-                events.append(event)
-                # the run ended before the signal came (it then lands while the process exits, see the docs)
-                event["finished_before_signal"] = event["checkpoint_iteration_after"] == epochs * epoch_length
-                if event["exit_status"] == 0 or event["finished_before_signal"]:
-                    finished = True
-                    break
-            resumes = 0
-            while not finished:
-                over = {**_overrides(d, config, root, data, epochs), "resume": "true" if last.is_file() else "false"}
-                proc = subprocess.run(
-                    _command(d, config, over), capture_output=True, text=True, env=_env(), timeout=1800
-                )
-                resumes += 1
-                finished = proc.returncode == 0
-                if resumes > 3 and not finished:
-                    raise RuntimeError(f"{d}D {name}: resume failed:\n{proc.stderr[-2000:]}")
-            record["cases"].append(
-                {
-                    "bundle": f"{d}D",
-                    "trainer": name,
-                    "epoch_length": epoch_length,
-                    "iterations": epochs * epoch_length,
-                    "reference_seconds": ref_seconds,
-                    "reference_train_seconds": round(train_seconds, 2),
-                    "interruptions": events,
-                    "final_weights_equal": _same(last, reference / "models" / f"{stem}_last.pt"),
-                    "best_weights_equal": _same(best, reference / "models" / f"{stem}.pt"),
-                    "temporary_files_left": len(temp_files(last)) + len(temp_files(best)),
-                }
-            )
+            record["cases"].append(_case(d, name, out_path, data, kills, epochs, rng))
             atomic_write_json(out_path / "fault_injection.json", record)
     return record
+
+
+def campaign_failures(record: Mapping[str, Any]) -> list[str]:
+    """The cases of a campaign whose guarantees failed: weights unlike the reference's, or a checkpoint that does not
+    load after an interruption.
+
+    Args:
+        record: from :func:`run_campaign`.
+
+    Returns:
+        ``"<bundle> <trainer>"`` of each failed case (empty when every case passed).
+    """
+    return [
+        f"{case['bundle']} {case['trainer']}"
+        for case in record["cases"]
+        if not (
+            case["final_weights_equal"]
+            and case["best_weights_equal"]
+            and all(ev["all_checkpoints_load"] for ev in case["interruptions"])
+        )
+    ]
 
 
 def render_campaign(record: Mapping[str, Any]) -> str:

@@ -1,6 +1,6 @@
 """Offline generation evaluation of a run folder: feature net, samples, realism / diversity / memorisation metrics.
 
-``python -m brainvq_monai.apps.generation_eval RUN_DIR`` (or :func:`run_generation_eval`) trains (or reuses) the
+``brainvq generation-eval --run RUN_DIR`` (:func:`run_generation_eval`) trains (or reuses) the
 in-house feature network on the run's *training* split, samples the prior (``num_samples_per_class`` per class, one
 seed), scores the samples with :func:`brainvq_monai.metrics.generation.evaluate_generation` against the test split
 (with the train-vs-test floor), measures reconstruction SSIM / PSNR inside a brain mask on the test split, prints a
@@ -9,7 +9,6 @@ summary table and writes ``RUN_DIR/generation_metrics.json``.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -497,23 +496,3 @@ def run_generation_eval(
 def _say(msg: str, verbose: bool = True) -> None:
     if verbose:
         print(f"generation eval: {msg}", file=sys.stderr, flush=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m brainvq_monai.apps.generation_eval RUN_DIR [--samples N] [--seed S]``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir")
-    parser.add_argument("--samples", type=int, default=100, help="samples per class")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--retrain", action="store_true", help="retrain the feature net")
-    args = parser.parse_args(argv)
-    try:
-        run_generation_eval(args.run_dir, args.samples, args.seed, retrain_feature_net=args.retrain)
-    except BrainVQInputError as err:
-        print(f"generation eval: error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

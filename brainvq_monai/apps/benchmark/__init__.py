@@ -1,4 +1,4 @@
-"""Benchmark sections behind ``scripts/benchmark.py`` (sampling, training, data pipeline, 3D scale).
+"""Benchmark sections behind ``brainvq benchmark`` (sampling, training, data pipeline, 3D scale).
 
 Each section module (:mod:`.sampling`, :mod:`.training`, :mod:`.pipeline`, :mod:`.scale3d`) exposes
 ``run(device, quick, tiny, seed) -> rows`` and ``format_rows(rows) -> str``; :mod:`.report` runs them into one report.

@@ -1,7 +1,7 @@
 """Measurement primitives shared by every benchmark section: timers, peak GPU memory, saved-activation bytes.
 
 A benchmark row is a plain JSON-able dict made by :func:`make_row`; every section returns a list of them, and
-``scripts/benchmark.py`` collects the sections into one report with the device, versions and date.
+``brainvq benchmark`` collects the sections into one report with the device, versions and date.
 """
 
 from __future__ import annotations
