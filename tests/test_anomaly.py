@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, make_tiny_vqvae
 from monai.bundle import ConfigWorkflow
 from monai.networks.nets import VQVAE
 
@@ -39,19 +39,8 @@ K = 8
 
 
 def _vqvae(spatial_dims: int = 2) -> VQVAE:
-    torch.manual_seed(0)
-    return VQVAE(
-        spatial_dims,
-        1,
-        1,
-        channels=(4,),
-        num_res_layers=1,
-        num_res_channels=(4,),
-        downsample_parameters=((2, 4, 1, 1),),
-        upsample_parameters=((2, 4, 1, 1, 0),),
-        num_embeddings=K,
-        embedding_dim=3,
-    ).eval()
+    """MONAI's VQVAE, one stride-2 level, K codes of dim 3."""
+    return make_tiny_vqvae(spatial_dims, VQVAE, levels=1, num_embeddings=K, embedding_dim=3).eval()
 
 
 def _prior(name: str, latent=(4, 4), num_classes=2):
@@ -287,14 +276,11 @@ def test_bundle_config_in_process_and_through_monai_bundle_run(demo_cohort, tmp_
 
 # ---------------------------------------------------------------- brainvq anomaly
 @pytest.mark.parametrize(("dims", "data_format"), [(2, "adni"), (3, "nifti")])
-def test_brainvq_anomaly_on_a_bundle_run(dims, data_format, demo_cohort, tmp_path, capsys):
+def test_brainvq_anomaly_on_a_bundle_run(dims, data_format, bundle_run, capsys):
     """Settings, networks and data come from the run folder (load_run): the same command for 2D and 3D runs."""
-    from bundle_helpers import run_workflow, tiny
-
     from brainvq_monai.cli import main
 
-    for workflow in ("train_vqvae", "train_prior"):
-        run_workflow(dims, workflow, {**tiny(dims, workflow, tmp_path, demo_cohort), "data_format": data_format})
+    tmp_path = bundle_run(dims, data_format)
     capsys.readouterr()
     figure, page = tmp_path / "figures" / "maps.png", tmp_path / "anomaly.md"
     args = ["anomaly", "--run", str(tmp_path), "--figure", str(figure), "--markdown", str(page), "--quantile", "0.9"]

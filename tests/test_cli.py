@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import TINY_DEMO
 from monai.data import load_decathlon_datalist
 
 from brainvq_monai.cli import main
@@ -57,19 +58,7 @@ def test_brainvq_demo_end_to_end(tmp_path, monkeypatch, capsys):
     """The README's main command, with tiny settings: data, VQ-VAE, prior, metrics.json, samples, TensorBoard."""
     from brainvq_monai.apps import demo
 
-    tiny = {
-        "spatial_size": [32, 32],
-        "num_embeddings": 16,
-        "embedding_dim": 8,
-        "batch_size": 8,
-        "vqvae_channels": [8, 16],
-        "vqvae_epochs": 1,
-        "report_generation": False,
-        "prior_epochs": 1,
-        "prior_val_interval": 1,
-        "num_samples": 2,
-        "transformer": {"attn_layers_dim": 16, "attn_layers_depth": 1, "attn_layers_heads": 2},
-    }
+    tiny = {**TINY_DEMO, "vqvae_epochs": 1, "prior_epochs": 1, "num_samples": 2}
     monkeypatch.setattr(demo, "DEMO_SETTINGS", {**demo.DEMO_SETTINGS, **tiny})
     out = tmp_path / "demo_out"
     assert main(["demo", "--out", str(out), "--subjects", "6", "--seed", "2"]) == 0

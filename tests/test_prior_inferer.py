@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import make_tiny_vqvae
 from monai.networks.nets import VQVAE
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
@@ -18,19 +19,8 @@ LATENT = (4, 4)
 
 
 def _vqvae(spatial_dims: int = 2) -> VQVAE:
-    torch.manual_seed(0)
-    return VQVAE(
-        spatial_dims,
-        1,
-        1,
-        channels=(4,),
-        num_res_layers=1,
-        num_res_channels=(4,),
-        downsample_parameters=((2, 4, 1, 1),),
-        upsample_parameters=((2, 4, 1, 1, 0),),
-        num_embeddings=K,
-        embedding_dim=3,
-    )
+    """MONAI's VQVAE, one stride-2 level, K codes of dim 3."""
+    return make_tiny_vqvae(spatial_dims, VQVAE, levels=1, num_embeddings=K, embedding_dim=3)
 
 
 def _transformer(shape=LATENT, num_classes=None, ordering_type="s_curve") -> TransformerPrior:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY_DEMO
 from PIL import Image
 
 from brainvq_monai.apps.report import REPORT_FIGURES, REPORT_RECORD, make_report, read_tensorboard_scalars
@@ -25,31 +26,12 @@ from brainvq_monai.utils.errors import BrainVQInputError
 from brainvq_monai.visualize.generation_tables import report_number
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = {
-    "spatial_size": [32, 32],
-    "num_embeddings": 16,
-    "embedding_dim": 8,
-    "batch_size": 8,
-    "vqvae_channels": [8, 16],
-    "vqvae_epochs": 2,
-    "prior_epochs": 2,
-    "prior_val_interval": 1,
-    "num_samples": 3,
-    "transformer": {"attn_layers_dim": 16, "attn_layers_depth": 1, "attn_layers_heads": 2},
-    "report_generation": False,  # the demo's closing report without generation metrics (tested on their own)
-}
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, demo_cohort):
-    """One tiny `brainvq demo` run (the session's 8-subject cohort, 32x32, 2 epochs each), shared by this module."""
-    from brainvq_monai.apps.demo import run_demo
-
-    out = tmp_path_factory.mktemp("report_run") / "run"
-    out.mkdir()
-    (out / "data").symlink_to(demo_cohort, target_is_directory=True)  # the demo reads it, never writes it
-    run_demo(out, subjects=8, seed=3, settings=TINY)
-    return out
+def tiny_run(tiny_demo_run):
+    """The session's tiny `brainvq demo` run (the 8-subject cohort, 32x32, 2 epochs each)."""
+    return tiny_demo_run
 
 
 def _table(md: str, heading: str) -> dict[str, list[str]]:
@@ -122,7 +104,7 @@ def test_report_figures_and_numbers(tiny_run):
     assert math.isclose(float(prior_table["bits/dim"][0]), prior["test_bits_per_dim"], rel_tol=1e-3)
     # the report's own codebook count over the test split agrees with the bundle evaluator's
     used, k = map(int, re.search(r"(\d+) of (\d+) codes used", md).groups())
-    assert (used, k) == (int(rec["test_codes_used"]), TINY["num_embeddings"])
+    assert (used, k) == (int(rec["test_codes_used"]), TINY_DEMO["num_embeddings"])
     perplexity = float(re.search(r"dead, perplexity (\d+(?:\.\d+)?)", md).group(1))
     assert math.isclose(perplexity, rec["test_perplexity"], rel_tol=1e-3)
 
@@ -291,17 +273,14 @@ def test_figure_arrays_of_volumes_are_central_slices(tmp_path):
 
 
 @pytest.mark.parametrize(("dims", "data_format"), [(3, "nifti"), (2, "nifti")])
-def test_report_of_a_3d_run_and_of_nifti_slices(dims, data_format, demo_cohort, tmp_path):
+def test_report_of_a_3d_run_and_of_nifti_slices(dims, data_format, bundle_run):
     """``brainvq report`` on bundle runs other than the 2D demo: the 3D bundle, and the 2D bundle on NIfTI slices
     (a bundle folder trained in place: its run lives in runs/)."""
-    from bundle_helpers import run_workflow, tiny
-
-    for workflow in ("train_vqvae", "train_prior", "evaluate", "inference"):
-        run_workflow(dims, workflow, {**tiny(dims, workflow, tmp_path, demo_cohort), "data_format": data_format})
-    assert main(["report", "--run", str(tmp_path), "--no-generation", "--device", "cpu"]) == 0
-    record = json.loads((tmp_path / "runs" / "report.json").read_text())
+    root = bundle_run(dims, data_format)
+    assert main(["report", "--run", str(root), "--no-generation", "--device", "cpu"]) == 0
+    record = json.loads((root / "runs" / "report.json").read_text())
     assert record["model"]["spatial_dims"] == dims and record["data"]["format"] == data_format
-    md = (tmp_path / "runs" / "report.md").read_text()
+    md = (root / "runs" / "report.md").read_text()
     assert "## Metrics" in md and "## Figures" in md
     for name in ("reconstructions", "samples"):
-        assert (tmp_path / "runs" / record["arrays"][name]).is_file()
+        assert (root / "runs" / record["arrays"][name]).is_file()

@@ -7,36 +7,19 @@ import shutil
 
 import pytest
 import torch
+from conftest import copy_run
 
-from brainvq_monai.apps import demo
 from brainvq_monai.apps.generation_eval import GENERATION_METRICS, format_summary, run_generation_eval, slice_positions
 from brainvq_monai.apps.run_loader import load_run
 from brainvq_monai.bundle.run import RUN_SETTINGS
 from brainvq_monai.networks.nets.feature_net import FEATURE_NET_VERSION
 from brainvq_monai.utils.errors import BrainVQInputError
 
-TINY = {
-    "spatial_size": [32, 32],
-    "num_embeddings": 16,
-    "embedding_dim": 8,
-    "batch_size": 8,
-    "vqvae_channels": [8, 16],
-    "vqvae_epochs": 1,
-    "prior_epochs": 1,
-    "prior_val_interval": 1,
-    "num_samples": 1,
-    "transformer": {"attn_layers_dim": 16, "attn_layers_depth": 1, "attn_layers_heads": 2},
-    "report_generation": False,  # the demo's closing report without generation metrics (tested on their own)
-}
-
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("g1") / "run"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(demo, "DEMO_SETTINGS", {**demo.DEMO_SETTINGS, **TINY})
-        demo.run_demo(out, subjects=6, seed=1)
-    return out
+def tiny_run(tiny_demo_run, tmp_path_factory):
+    """A copy of the session's tiny demo run (these tests write generation metrics and feature nets into it)."""
+    return copy_run(tiny_demo_run, tmp_path_factory.mktemp("run_loader") / "run")
 
 
 def test_load_run_rebuilds_networks_and_data(tiny_run):
@@ -116,15 +99,11 @@ def test_run_generation_eval_writes_metrics_and_reuses_feature_net(tiny_run):
 
 
 @pytest.mark.parametrize(("dims", "data_format"), [(3, "nifti"), (2, "nifti"), (2, "oasis")])
-def test_load_run_of_any_bundle_run(dims, data_format, demo_cohort, tmp_path):
+def test_load_run_of_any_bundle_run(dims, data_format, bundle_run):
     """A bundle run of the 3D bundle, of the 2D bundle on NIfTI slices and on unlabelled OASIS PNG slices."""
-    from bundle_helpers import run_workflow, tiny
-
-    over = {"data_format": data_format, **({"conditional": False} if data_format == "oasis" else {})}
-    for workflow in ("train_vqvae", "train_prior"):
-        run_workflow(dims, workflow, {**tiny(dims, workflow, tmp_path, demo_cohort), **over})
-    run = load_run(tmp_path)  # the bundle folder trained in place: its record is in runs/
-    assert run.run_dir == tmp_path / "runs" and run.spatial_dims == dims
+    root = bundle_run(dims, data_format)
+    run = load_run(root)  # the bundle folder trained in place: its record is in runs/
+    assert run.run_dir == root / "runs" and run.spatial_dims == dims
     assert run.spatial_size == ((32, 32) if dims == 2 else (16, 16, 16))
     assert run.conditional == (data_format != "oasis")
     x, _ = run.load_images("test", max_items=2)
