@@ -83,21 +83,15 @@ def test_resume_from_last_checkpoint(trained_2d, demo_cohort):
     assert first["iteration"] == first["epoch_length"] and second["iteration"] == 2 * first["iteration"]
 
 
-@pytest.mark.parametrize("dims", [2, 3])
-def test_every_config_through_monai_bundle_run(dims, demo_cohort, tmp_path):
-    """`python -m monai.bundle run` for every config of the bundle, in pipeline order, with overrides."""
+def test_every_config_through_monai_bundle_run(demo_cohort, tmp_path):
+    """`python -m monai.bundle run` for every workflow of the 2D bundle, in pipeline order, with overrides (the 3D
+    bundle has the same overlays, run in process by tests/test_zoo_checks.py and through the CLI by the
+    fault-injection and bad-input tests)."""
     for config in ("train_vqvae.json", "train_prior.json", "evaluate.json", "inference.json"):
-        run_cli(dims, config, tiny(dims, config, tmp_path, demo_cohort))
+        run_cli(2, config, tiny(2, config, tmp_path, demo_cohort))
     metrics = json.loads((tmp_path / "runs" / "metrics.json").read_text())
     assert {"reconstruction", "prior"} <= set(metrics)
-    suffix = "*.png" if dims == 2 else "*.nii.gz"
-    samples = sorted((tmp_path / "runs" / "samples").glob(suffix))
-    assert len(samples) == 4  # 2 per class (NC, AD)
-    if dims == 3:
-        import nibabel as nib
-
-        img = nib.load(str(samples[0]))
-        assert img.shape == (16, 16, 16) and not (img.affine == torch.eye(4).numpy()).all()
+    assert len(list((tmp_path / "runs" / "samples").glob("*.png"))) == 4  # 2 per class (NC, AD)
 
 
 def test_prior_without_a_trained_vqvae_is_one_line(demo_cohort, tmp_path):

@@ -176,18 +176,25 @@ def test_torchscript_export_by_scripting(bundle, tmp_path):
                 torch.testing.assert_close(scripted(x)[0], eager(x)[0])
 
 
-@pytest.mark.parametrize("dims", [2, 3])
-def test_every_workflow_checks_its_properties_and_runs(dims, demo_cohort, tmp_path):
+@pytest.mark.parametrize(("dims", "data_format"), [(2, "adni"), (3, "nifti")])
+def test_every_workflow_checks_its_properties_and_runs(dims, data_format, bundle_run, demo_cohort):
     """``ConfigWorkflow`` + ``check_properties`` after ``initialize`` (train / infer types), one epoch of each
-    training workflow, then evaluation, sampling and anomaly scoring on what they trained."""
-    for workflow in WORKFLOWS:
-        run_workflow(dims, workflow, tiny(dims, workflow, tmp_path, demo_cohort))
-    assert json.loads((tmp_path / "runs" / "run_settings.json").read_text())["settings"]["spatial_dims"] == dims
-    metrics = json.loads((tmp_path / "runs" / "metrics.json").read_text())
+    training workflow, then evaluation and sampling (the session's bundle run: ``run_workflow`` checks the
+    properties of each), and anomaly scoring on what they trained."""
+    root = bundle_run(dims, data_format)
+    run_workflow(dims, "anomaly", {**tiny(dims, "anomaly", root, demo_cohort), "data_format": data_format})
+    assert json.loads((root / "runs" / "run_settings.json").read_text())["settings"]["spatial_dims"] == dims
+    metrics = json.loads((root / "runs" / "metrics.json").read_text())
     assert {"reconstruction", "prior"} <= set(metrics)
     suffix = ".png" if dims == 2 else ".nii.gz"
-    assert len(list((tmp_path / "runs" / "samples").glob(f"*{suffix}"))) == 4  # 2 per class
-    assert (tmp_path / "runs" / "anomaly" / "scores.csv").is_file()
+    samples = sorted((root / "runs" / "samples").glob(f"*{suffix}"))
+    assert len(samples) == 4  # 2 per class
+    assert (root / "runs" / "anomaly" / "scores.csv").is_file()
+    if dims == 3:  # generated volumes on the centred RAS grid of pixdim, not an identity affine
+        import nibabel as nib
+
+        img = nib.load(str(samples[0]))
+        assert img.shape == (16, 16, 16) and abs(img.affine[0, 0] - 8.0) < 1e-6 and img.affine[0, 3] != 0
 
 
 def test_inference_from_the_exported_bundle_needs_no_data(exported, tmp_path):
