@@ -24,7 +24,7 @@ def demo_cohort(tmp_path_factory) -> Path:
     from brainvq_monai.data.demo import make_demo_cohort
 
     root = tmp_path_factory.mktemp("demo_cohort")
-    make_demo_cohort(root, subjects=8, seed=3, slices_per_subject=4, workers=1)
+    make_demo_cohort(root, subjects=8, seed=3, slices_per_subject=4, slice_spacing=1, workers=1)
     return root
 
 
@@ -41,6 +41,9 @@ TINY_DEMO = {
     "num_samples": 3,
     "transformer": {"attn_layers_dim": 16, "attn_layers_depth": 1, "attn_layers_heads": 2},
     "report_generation": False,  # the demo's closing report without generation metrics (tested on their own)
+    # the session cohort's own layout, so that a demo run on it reuses it instead of making another in its place
+    "slices_per_subject": 4,
+    "slice_spacing": 1,
 }
 
 
@@ -52,8 +55,10 @@ def tiny_demo_run(tmp_path_factory, demo_cohort) -> Path:
 
     out = tmp_path_factory.mktemp("tiny_demo_run") / "run"
     out.mkdir()
-    (out / "data").symlink_to(demo_cohort, target_is_directory=True)  # the demo reads it, never writes it
+    (out / "data").symlink_to(demo_cohort, target_is_directory=True)  # the demo reuses it: same cohort settings
+    before = sorted(p.name for p in demo_cohort.rglob("*") if p.is_file())
     run_demo(out, subjects=8, seed=3, settings=TINY_DEMO)
+    assert sorted(p.name for p in demo_cohort.rglob("*") if p.is_file()) == before, "the demo rewrote the cohort"
     return out
 
 
