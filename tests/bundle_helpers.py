@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import REPO
 from monai.bundle import ConfigWorkflow
@@ -76,3 +77,39 @@ def cli_args(dims: int, config: str, overrides: dict) -> list[str]:
     for k, v in overrides.items():
         args += [f"--{k}", json.dumps(v) if not isinstance(v, str) else v]
     return args
+
+
+class ForkServer:
+    """``python -m monai.bundle`` command lines run in forked children of one warmed-up interpreter
+    (``tests/bundle_forkserver.py``): a run costs its own work, not seconds of importing torch and MONAI."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.proc = subprocess.Popen(
+            [sys.executable, str(REPO / "tests" / "bundle_forkserver.py")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=subprocess_env(),
+            cwd=str(REPO),
+        )
+        assert json.loads(self.proc.stdout.readline())["ready"]
+        self.count = 0
+
+    def run(self, args: list[str], env: dict | None = None) -> tuple[int, str, str]:
+        self.count += 1
+        out, err = self.folder / f"{self.count}.out", self.folder / f"{self.count}.err"
+        request = {
+            "args": args[3:],
+            "env": env or {},
+            "stdout": str(out),
+            "stderr": str(err),
+        }  # after "-m monai.bundle"
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        rc = json.loads(self.proc.stdout.readline())["rc"]
+        return rc, out.read_text(), err.read_text()
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)

@@ -13,12 +13,11 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from bundle_helpers import cli_args, subprocess_env, tiny
+from bundle_helpers import ForkServer, cli_args, subprocess_env, tiny
 from conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -35,39 +34,6 @@ def _checksums(folder: Path) -> dict[str, str]:
 def _last_line(text: str) -> str:
     lines = [ln.strip() for ln in re.split(r"[\r\n]+", text) if ln.strip()]
     return lines[-1] if lines else ""
-
-
-class ForkServer:
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.proc = subprocess.Popen(
-            [sys.executable, str(REPO / "tests" / "bundle_forkserver.py")],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=subprocess_env(),
-            cwd=str(REPO),
-        )
-        assert json.loads(self.proc.stdout.readline())["ready"]
-        self.count = 0
-
-    def run(self, args: list[str], env: dict | None = None) -> tuple[int, str, str]:
-        self.count += 1
-        out, err = self.folder / f"{self.count}.out", self.folder / f"{self.count}.err"
-        request = {
-            "args": args[3:],
-            "env": env or {},
-            "stdout": str(out),
-            "stderr": str(err),
-        }  # after "-m monai.bundle"
-        self.proc.stdin.write(json.dumps(request) + "\n")
-        self.proc.stdin.flush()
-        rc = json.loads(self.proc.stdout.readline())["rc"]
-        return rc, out.read_text(), err.read_text()
-
-    def close(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait(timeout=60)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from bundle_helpers import cli_args, run_workflow, subprocess_env, tiny
+from bundle_helpers import ForkServer, cli_args, run_workflow, subprocess_env, tiny
 from conftest import REPO
 
 from brainvq_monai.utils.io import load_torch_file, temp_files
@@ -36,10 +36,19 @@ def _overrides(dims: int, config: str, root: Path, data: Path, epochs: int, **ex
     return {**tiny(dims, config, root, data, epochs=epochs), **extra}
 
 
-def _run(dims, config, root, data, epochs, fault=None, **extra) -> subprocess.CompletedProcess:
-    env = subprocess_env(**({"BRAINVQ_FAULT": fault} if fault else {}))
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """``python -m monai.bundle run`` in forked children of one warmed-up interpreter (same exit statuses and
+    signals as a fresh process; the fault point reads ``BRAINVQ_FAULT`` when it is reached)."""
+    forks = ForkServer(tmp_path_factory.mktemp("fork_logs"))
+    yield forks
+    forks.close()
+
+
+def _run(server, dims, config, root, data, epochs, fault=None, **extra) -> subprocess.CompletedProcess:
     args = cli_args(dims, config, _overrides(dims, config, root, data, epochs, **extra))
-    return subprocess.run(args, capture_output=True, text=True, env=env, cwd=str(REPO), timeout=600)
+    rc, out, err = server.run(args, env={"BRAINVQ_FAULT": fault} if fault else {})
+    return subprocess.CompletedProcess(args, rc, out, err)
 
 
 def _last_line(text: str) -> str:
@@ -77,7 +86,7 @@ def _reference(dims: int, root: Path, data: Path, epochs: int) -> Path:
 
 
 @pytest.mark.parametrize("dims", [2, 3])
-def test_kill_9_at_random_points_then_resume(dims, demo_cohort, tmp_path):
+def test_kill_9_at_random_points_then_resume(dims, demo_cohort, tmp_path, server):
     """Per trainer: a fresh run killed while writing a file (a random one of: the last checkpoint at a random save,
     half-written; the best checkpoint; the datalist; the cached codes), the next run killed after a random
     iteration (saving every iteration or only at epoch ends, at random), then a resume to the end."""
@@ -100,13 +109,16 @@ def test_kill_9_at_random_points_then_resume(dims, demo_cohort, tmp_path):
         if config == "train_prior.json":
             saves.append("atomic_write@training.pt:1")  # the cached codes
         fault = rng.choice(saves)
-        proc = _run(dims, config, root, demo_cohort, EPOCHS, fault, checkpoint_every_iterations=rng.choice([0, 1]))
+        proc = _run(
+            server, dims, config, root, demo_cohort, EPOCHS, fault, checkpoint_every_iterations=rng.choice([0, 1])
+        )
         assert proc.returncode == -signal.SIGKILL, f"{fault}: {proc.returncode}\n{proc.stderr[-2000:]}"
         _all_checkpoints_load(root / "models")
         done = load_torch_file(last)["meta"]["iteration"] if last.is_file() else 0
         kill_after = rng.randint(1, total - done - 1)
         every = rng.choice([0, 1])
         proc = _run(
+            server,
             dims,
             config,
             root,
@@ -121,7 +133,7 @@ def test_kill_9_at_random_points_then_resume(dims, demo_cohort, tmp_path):
         assert meta["iteration"] >= done + kill_after - epoch_length  # at most the epoch in progress is lost
         if every:
             assert meta["iteration"] == done + kill_after - 1  # killed before this iteration's save
-        proc = _run(dims, config, root, demo_cohort, EPOCHS, resume=True)
+        proc = _run(server, dims, config, root, demo_cohort, EPOCHS, resume=True)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert "Traceback" not in proc.stdout + proc.stderr
         _all_checkpoints_load(root / "models")
@@ -131,7 +143,7 @@ def test_kill_9_at_random_points_then_resume(dims, demo_cohort, tmp_path):
         assert _same_weights(best, reference / BEST[config]), f"best weights differ after {what}"
 
 
-def test_kill_9_at_a_random_moment_then_resume(demo_cohort, tmp_path):
+def test_kill_9_at_a_random_moment_then_resume(demo_cohort, tmp_path, server):
     """A wall-clock kill, wherever it lands (loading, training, validating, writing)."""
     epochs = 15
     reference = tmp_path / "reference"
@@ -151,12 +163,12 @@ def test_kill_9_at_a_random_moment_then_resume(demo_cohort, tmp_path):
     meta = _all_checkpoints_load(root / "models")["model_autoencoder_last.pt"]
     trainer_epochs = [int(m) for m in re.findall(r"VQVAETrainer - INFO - Epoch\[(\d+)\] Complete", log.read_text())]
     assert meta["epoch"] >= max(trainer_epochs, default=0), (meta, trainer_epochs)  # at most one epoch lost
-    resumed = _run(2, "train_vqvae.json", root, demo_cohort, epochs, resume=True)
+    resumed = _run(server, 2, "train_vqvae.json", root, demo_cohort, epochs, resume=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert _same_weights(last, reference / "models" / "model_autoencoder_last.pt")
 
 
-def test_sigint_and_sigterm_save_then_resume(demo_cohort, tmp_path):
+def test_sigint_and_sigterm_save_then_resume(demo_cohort, tmp_path, server):
     """Ctrl-C, then SIGTERM: each stops after the current iteration with the last checkpoint saved, one line on
     stderr and exit status 128 + signal; the run resumed to the end matches an uninterrupted one."""
     epochs = 12  # the signals come after 1-2 epochs of each run: ample time left
@@ -186,7 +198,7 @@ def test_sigint_and_sigterm_save_then_resume(demo_cohort, tmp_path):
         assert line == expected
         assert "Traceback" not in stdout + stderr and meta["reason"] in ("signal", "epoch")
         _all_checkpoints_load(root / "models")
-    proc = _run(2, "train_vqvae.json", root, demo_cohort, epochs, resume=True)
+    proc = _run(server, 2, "train_vqvae.json", root, demo_cohort, epochs, resume=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _same_weights(last, reference / "models" / "model_autoencoder_last.pt")
     assert _same_weights(root / "models" / "model_autoencoder.pt", reference / "models" / "model_autoencoder.pt")
