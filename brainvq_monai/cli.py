@@ -312,6 +312,7 @@ def _cmd_datalist(args: argparse.Namespace) -> int:
     _arg("--quick", action="store_true", help="64x64, shrunk channels, fewer steps (a CPU, minutes)"),
     _DEVICE,
     _arg("--out", default="compare_run", help="working folder (demo cohort under OUT/data)"),
+    _arg("--run", default=None, help="compare the priors on this run's data and VQ-VAE (2D or 3D bundle run)"),
     _arg("--json", default=None, help="write the report to this JSON file (default: OUT/compare.json)"),
     _arg("--seed", type=int, default=0, help="seed of data, weights, batches and samplers"),
     _THREADS,
@@ -323,7 +324,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from brainvq_monai.apps.compare import format_table, run_compare
 
     mode = "tiny" if args.tiny else ("quick" if args.quick else "full")
-    report = run_compare(args.out, mode=mode, device=args.device, seed=args.seed, command=args.command_line)
+    report = run_compare(
+        args.out, mode=mode, device=args.device, seed=args.seed, command=args.command_line, run=args.run
+    )
     table = format_table(report)
     print(table)
     path = Path(args.json) if args.json else Path(args.out) / "compare.json"

@@ -275,7 +275,7 @@ def test_bundle_config_in_process_and_through_monai_bundle_run(demo_cohort, tmp_
 
 
 # ---------------------------------------------------------------- brainvq anomaly
-@pytest.mark.parametrize(("dims", "data_format"), [(2, "adni"), (3, "nifti")])
+@pytest.mark.parametrize(("dims", "data_format"), [(2, "adni"), (2, "nifti"), (3, "nifti")])
 def test_brainvq_anomaly_on_a_bundle_run(dims, data_format, bundle_run, capsys):
     """Settings, networks and data come from the run folder (load_run): the same command for 2D and 3D runs."""
     from brainvq_monai.cli import main

@@ -143,3 +143,23 @@ def test_bad_device_is_one_line_error(tmp_path, capsys):
     assert main(["compare", "--tiny", "--device", "cuda", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("brainvq: error: --device:") and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(("dims", "data_format"), [(3, "nifti"), (2, "nifti")])
+def test_compare_on_a_run_folder(dims, data_format, bundle_run, tmp_path):
+    """``brainvq compare --run``: the priors on a bundle run's own data and VQ-VAE, 3D (transformer against the block
+    transformer; the PixelCNN is 2D only) and NIfTI slices (PixelCNN against the transformer)."""
+    root = bundle_run(dims, data_format)
+    json_file = tmp_path / "compare.json"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["compare", "--tiny", "--run", str(root), "--out", str(tmp_path), "--json", str(json_file)]) == 0
+    report = json.loads(json_file.read_text())
+    assert report["data"]["run"] == str(root / "runs") and report["vqvae"]["models"] == {}
+    names = {"transformer", "block_transformer"} if dims == 3 else {"transformer", "pixelcnn"}
+    assert set(report["prior"]["models"]) == names
+    assert report["prior"]["settings"]["latent_shape"] == ([2, 2, 2] if dims == 3 else [8, 8])
+    for m in report["prior"]["models"].values():
+        assert 0 < m["test_nll"] < 10 and m["num_params"] > 0
+    printed = out.getvalue()
+    assert "(a) VQ-VAE: not run" in printed and all(f"| {name} |" in printed for name in names)

@@ -73,25 +73,27 @@ def build_vqvaes(cfg: Mapping[str, Any], seed: int) -> tuple[torch.nn.Module, to
 def build_priors(
     cfg: Mapping[str, Any], latent: Sequence[int], num_classes: int, seed: int
 ) -> tuple[dict[str, torch.nn.Module], dict[str, Any]]:
-    """The transformer from the mode's settings and the Gated PixelCNN whose width best matches its parameter count.
+    """The transformer from the mode's settings and, on 2D codes, the Gated PixelCNN whose width best matches its
+    parameter count; on 3D codes (the PixelCNN is 2D only) the block transformer of the same sizes.
 
     Args:
         cfg: a mode of :data:`~brainvq_monai.apps.compare.settings.MODES`.
-        latent: the code map shape.
+        latent: the code map shape (2 or 3 sizes).
         num_classes: number of classes the priors are conditioned on.
         seed: seed of the weights.
 
     Returns:
-        ``({"pixelcnn": ..., "transformer": ...}, settings of both)``.
+        ``({"pixelcnn" or "block_transformer": ..., "transformer": ...}, settings of both)``.
     """
     from brainvq_monai.networks.nets.gated_pixelcnn import GatedPixelCNN
     from brainvq_monai.networks.nets.transformer_prior import TransformerPrior
 
     k = cfg["num_embeddings"]
     dropout = cfg["prior_dropout"]
+    dims = len(latent)
     torch.manual_seed(seed)
     transformer = TransformerPrior(
-        2,
+        dims,
         k,
         tuple(latent),
         num_classes,
@@ -99,6 +101,8 @@ def build_priors(
         ordering_type="raster_scan",
         **cfg["transformer"],
     )
+    if dims == 3:
+        return _transformer_pair(cfg, transformer, latent, num_classes, seed)
     target = num_params(transformer)
     pcfg = dict(cfg["pixelcnn"])
 
@@ -118,6 +122,26 @@ def build_priors(
         "pixelcnn": {**pcfg, "channels": best, "dropout": dropout, "width_chosen_to_match_transformer_params": True},
     }
     return {"pixelcnn": pcnn, "transformer": transformer}, settings
+
+
+def _transformer_pair(
+    cfg: Mapping[str, Any], transformer: torch.nn.Module, latent: Sequence[int], num_classes: int, seed: int
+) -> tuple[dict[str, torch.nn.Module], dict[str, Any]]:
+    """3D codes: the plain transformer against the block transformer (2x2x2 blocks, one depth layer), same sizes."""
+    from brainvq_monai.networks.nets.block_prior import BlockTransformerPrior
+
+    dropout = cfg["prior_dropout"]
+    torch.manual_seed(seed)
+    block = BlockTransformerPrior(
+        len(latent), cfg["num_embeddings"], tuple(latent), num_classes, block_size=2, depth_layers=1,
+        embedding_dropout_rate=dropout, **cfg["transformer"],
+    )  # fmt: skip
+    common = {**cfg["transformer"], "embedding_dropout_rate": dropout}
+    settings = {
+        "transformer": {**common, "ordering_type": "raster_scan", "use_checkpointing": False},
+        "block_transformer": {**common, "block_size": 2, "depth_layers": 1},
+    }
+    return {"block_transformer": block, "transformer": transformer}, settings
 
 
 def sample_images(

@@ -121,6 +121,41 @@ def _data(out: Path, cfg: Mapping[str, Any], seed: int) -> _Data:
     return _Data(train_x, train_y, test_x, test_y, positions, class_names, record)
 
 
+def _run_data(run_dir: str | os.PathLike) -> tuple[_Data, torch.nn.Module, int]:
+    """A run folder's training and test images, classes and trained VQ-VAE (any bundle run: 2D or 3D, any format).
+
+    Raises:
+        BrainVQInputError: an unconditional run (the priors are compared class-conditionally).
+    """
+    from brainvq_monai.apps.generation_eval import slice_positions
+    from brainvq_monai.apps.run_loader import load_run
+
+    art = load_run(run_dir)
+    if not art.conditional:
+        raise BrainVQInputError(art.run_dir, "compare --run needs a class-conditional run (labelled data)")
+    _say(f"[1/4] the run's images ({art.run_dir}): {'x'.join(map(str, art.spatial_size))}")
+    train_x, train_y = art.load_images("training")
+    test_x, test_y = art.load_images("test")
+    if train_y is None or test_y is None:
+        raise BrainVQInputError(art.run_dir, "compare --run needs class labels on every training and test item")
+    train_items, test_items = art.items("training"), art.items("test")
+    record = {
+        "run": str(art.run_dir),
+        "format": art.datalist.get("format"),
+        "spatial_size": list(art.spatial_size),
+        "preprocessing": "the run's own (configs/common.json preprocessing, evaluation mode)",
+        "split": "the run's datalist: training -> training, test -> test",
+        "num_train": int(train_x.shape[0]),
+        "num_test": int(test_x.shape[0]),
+        "class_names": dict(art.class_names),
+        "train_per_class": {n: int((train_y == c).sum()) for c, n in art.class_names.items()},
+        "test_per_class": {n: int((test_y == c).sum()) for c, n in art.class_names.items()},
+    }
+    positions = slice_positions(train_items, train_items + test_items) if art.spatial_dims == 2 else None
+    data = _Data(train_x, train_y, test_x, test_y, positions, dict(art.class_names), record)
+    return data, art.vqvae, int(art.vqvae.ema_quantizer.num_embeddings)
+
+
 def _compare_vqvaes(cfg: Mapping[str, Any], data: _Data, seed: int, dev: torch.device) -> tuple[torch.nn.Module, dict]:
     """(a): both VQ-VAEs trained on the same batches and scored on the test split; returns ours and the section."""
     from brainvq_monai.metrics.generation import masked_ssim_psnr
@@ -260,16 +295,23 @@ def run_compare(
     device: str = "cpu",
     seed: int = 0,
     command: str | None = None,
+    run: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Runs both head-to-heads and returns the report (the input of :func:`~.table.format_table`).
+
+    With ``run``, the priors are compared on that run's data through its trained VQ-VAE (any bundle run: 2D or 3D,
+    PNG/JPEG or NIfTI slices; on 3D codes the plain transformer against the block transformer), and (a) is not run:
+    the VQ-VAE head-to-head trains both VQ-VAEs from scratch on the demo cohort.
 
     Args:
         out: working folder; the demo cohort goes to ``out/data`` (reused when it was made with the same settings).
         mode: ``"full"`` (128x128, the tutorial's channel sizes; meant for a GPU), ``"quick"`` (64x64, shrunk
-            channels; a few minutes on a CPU) or ``"tiny"`` (the test suite's seconds-long smoke run).
+            channels; a few minutes on a CPU) or ``"tiny"`` (the test suite's seconds-long smoke run); with ``run``
+            it sets the priors' sizes and steps.
         device: ``"cpu"`` or ``"cuda"``.
         seed: seed of the cohort, the split, the weights, the batches and the samplers.
         command: the command line that ran it, recorded in the report.
+        run: a run folder whose data and VQ-VAE the priors are compared on (see above).
 
     Returns:
         the report dict (JSON-safe).
@@ -287,10 +329,17 @@ def run_compare(
     def lap(name: str) -> None:
         stages[name] = round(time.time() - t0 - sum(stages.values()), 1)
 
-    data = _data(out_path, cfg, seed)
-    lap("data")
-    ours, vqvae_section = _compare_vqvaes(cfg, data, seed, dev)
-    lap("vqvae")
+    if run is None:
+        data = _data(out_path, cfg, seed)
+        lap("data")
+        ours, vqvae_section = _compare_vqvaes(cfg, data, seed, dev)
+        lap("vqvae")
+    else:
+        data, ours, num_embeddings = _run_data(run)
+        ours = ours.to(dev)
+        cfg = {**cfg, "num_embeddings": num_embeddings}
+        vqvae_section = {"settings": {"from_run": str(data.record["run"])}, "models": {}}
+        lap("data")
     prior_section, samples = _compare_priors(cfg, data, ours, seed, dev)
     lap("priors")
     prior_section["generation"] = _generation_metrics(samples, data, cfg, seed)

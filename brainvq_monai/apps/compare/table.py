@@ -21,22 +21,36 @@ def format_table(report: Mapping[str, Any]) -> str:
         report: the report.
 
     Returns:
-        the tables: the run's settings, (a) the VQ-VAEs, (b) the priors and their generation metrics.
+        the tables: the run's settings, (a) the VQ-VAEs (unless compared on a run), (b) the priors and their
+        generation metrics.
     """
     dev = report["device"]
-    vs = report["vqvae"]["settings"]
-    ps = report["prior"]["settings"]
     data = report["data"]
+    source = (
+        f"the run `{data['run']}` ({data['format']})"
+        if "run" in data
+        else f"demo cohort, {data['subjects']} subjects x {data['slices_per_subject']} slices"
+    )
     lines = [
         f"mode `{report['mode']}`, {report['date']}, seed {report['seeds']['weights']}; device {dev['device']} "
         f"({dev['cpu']}, {dev['cpu_count']} cores, {dev['torch_threads']} torch threads"
         + (f", {dev['gpu']}" if "gpu" in dev else "")
         + "); "
         + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
-        f"data: demo cohort, {data['subjects']} subjects x {data['slices_per_subject']} slices, "
-        f"{data['spatial_size'][0]}x{data['spatial_size'][1]}, train {data['num_train']} / test {data['num_test']} "
-        f"images (disjoint subjects); total {report['seconds_total']} s",
+        f"data: {source}, {'x'.join(map(str, data['spatial_size']))}, train {data['num_train']} / test "
+        f"{data['num_test']} images (disjoint subjects); total {report['seconds_total']} s",
         "",
+    ]
+    if report["vqvae"]["models"]:
+        lines += _vqvae_lines(report["vqvae"])
+    else:
+        lines += ["### (a) VQ-VAE: not run (`--run`: the priors are compared on the run's own VQ-VAE)"]
+    return "\n".join([*lines, "", *_prior_lines(report["prior"])])
+
+
+def _vqvae_lines(section: Mapping[str, Any]) -> list[str]:
+    vs = section["settings"]
+    lines = [
         f"### (a) VQ-VAE: ours vs MONAI `VQVAE` (tutorial config), {vs['steps']} steps x batch {vs['batch_size']}, "
         f"Adam lr {vs['lr']:g}, L1 + quantization loss",
         "",
@@ -53,14 +67,18 @@ def format_table(report: Mapping[str, Any]) -> str:
         "| codes used | perplexity | train s |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, m in report["vqvae"]["models"].items():
+    for name, m in section["models"].items():
         lines.append(
             f"| {name} | {m['quantizer']} | {m['decay']:g} | {_fmt(m['test_ssim'])} | {_fmt(m['test_psnr'], 2)} "
             f"| {_fmt(m.get('test_ssim_brain_mask'))} | {_fmt(m.get('test_psnr_brain_mask'), 2)} "
             f"| {m['codes_used']}/{m['num_embeddings']} | {_fmt(m['perplexity'], 1)} | {_secs(m['train_seconds'])} |"
         )
-    lines += [
-        "",
+    return lines
+
+
+def _prior_lines(section: Mapping[str, Any]) -> list[str]:
+    ps = section["settings"]
+    lines = [
         f"### (b) Priors on the same codes (latent {'x'.join(map(str, ps['latent_shape']))}, K = "
         f"{ps['num_embeddings']}), {ps['steps']} steps x batch {ps['batch_size']}, Adam lr {ps['lr']:g}, "
         f"conditional on AD/NC; {ps['num_samples']} samples ({ps['samples_per_class']} per class)",
@@ -68,11 +86,12 @@ def format_table(report: Mapping[str, Any]) -> str:
         "| prior | config | params | test NLL (nats/token) | sampling s | s/sample | train s |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for name, m in report["prior"]["models"].items():
+    for name, m in section["models"].items():
         conf = ps[name]
-        if name == "transformer":
+        if name in ("transformer", "block_transformer"):
             desc = (
                 f"dim {conf['attn_layers_dim']}, depth {conf['attn_layers_depth']}, {conf['attn_layers_heads']} heads"
+                + (f", blocks of {conf['block_size']}^D codes" if name == "block_transformer" else "")
             )
         else:
             desc = f"{conf['channels']} ch, {conf['num_layers']} layers, kernel {conf['kernel_size']}"
@@ -80,8 +99,7 @@ def format_table(report: Mapping[str, Any]) -> str:
             f"| {name} | {desc} | {m['num_params']:,} | {_fmt(m['test_nll'], 4)} | {_fmt(m['sampling_seconds'], 2)} "
             f"| {_fmt(m['seconds_per_sample'])} | {_secs(m['train_seconds'])} |"
         )
-    lines += ["", *_generation_table(report["prior"]["generation"])]
-    return "\n".join(lines)
+    return [*lines, "", *_generation_table(section["generation"])]
 
 
 _GEN_ROWS = (
