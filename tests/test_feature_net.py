@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from brainvq_monai.engines.feature_trainer import train_feature_net
 from brainvq_monai.networks.nets.feature_net import (
     FEATURE_NET_VERSION,
     BrainFeatureNet,
@@ -12,7 +13,6 @@ from brainvq_monai.networks.nets.feature_net import (
     items_hash,
     load_feature_net,
     save_feature_net,
-    train_feature_net,
 )
 from brainvq_monai.utils.errors import BrainVQInputError
 
@@ -79,3 +79,25 @@ def test_save_load_round_trip_with_version_and_hash(tmp_path):
         load_feature_net(path)
     with pytest.raises(BrainVQInputError, match="not found"):
         load_feature_net(tmp_path / "nope.pt")
+
+
+def test_feature_net_trains_through_a_monai_engine_and_its_inferer(monkeypatch):
+    """No training loop outside engines/: every forward of the feature net's training goes through the engine's
+    inferer (a ``monai.engines.SupervisedTrainer``)."""
+    from monai.engines import SupervisedTrainer
+    from monai.inferers import SimpleInferer
+
+    from brainvq_monai.engines.feature_trainer import FeatureNetTrainer
+
+    assert issubclass(FeatureNetTrainer, SupervisedTrainer)
+    calls = []
+    original = SimpleInferer.__call__
+
+    def counting(self, inputs, network, *args, **kwargs):
+        calls.append(inputs.shape[0])
+        return original(self, inputs, network, *args, **kwargs)
+
+    monkeypatch.setattr(SimpleInferer, "__call__", counting)
+    x = torch.rand(10, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    _, hist = train_feature_net(x, epochs=2, batch_size=4, channels=(4,), feature_dim=8)
+    assert len(calls) == 2 * 3 and sum(calls) == 2 * 10 and len(hist["loss"]) == 2

@@ -190,8 +190,8 @@ def test_render_only_needs_no_model(tiny_run, monkeypatch, capsys):
     import torch
 
     from brainvq_monai.apps import demo, generation_eval, run_loader
+    from brainvq_monai.engines import feature_trainer
     from brainvq_monai.inferers.prior_inferer import AutoregressivePriorInferer
-    from brainvq_monai.networks.nets import feature_net
 
     computed = (tiny_run / "report.md").read_text()  # the last report: fresh samples, generation_metrics.json
     # since then generation_metrics.json was removed and the sample files came back: neither may change the render
@@ -200,7 +200,7 @@ def test_render_only_needs_no_model(tiny_run, monkeypatch, capsys):
         f.unlink()
     for target, name in (
         (run_loader, "load_run"), (generation_eval, "run_generation_eval"), (generation_eval, "sample_run"),
-        (generation_eval, "ensure_feature_net"), (feature_net, "train_feature_net"), (demo, "run_demo"),
+        (generation_eval, "ensure_feature_net"), (feature_trainer, "train_feature_net"), (demo, "run_demo"),
         (AutoregressivePriorInferer, "sample"), (AutoregressivePriorInferer, "sample_codes"),
         (torch.nn.Module, "__call__"), (torch, "load"), (ignite.engine.Engine, "run"),
     ):  # fmt: skip

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from brainvq_monai.engines.feature_trainer import train_feature_net
 from brainvq_monai.metrics.generation import (
     bootstrap_ci,
     classification_accuracy,
@@ -30,7 +31,6 @@ from brainvq_monai.networks.nets.feature_net import (
     items_hash,
     load_feature_net,
     save_feature_net,
-    train_feature_net,
 )
 from brainvq_monai.utils.environment import versions
 from brainvq_monai.utils.errors import BrainVQInputError

@@ -336,12 +336,8 @@ def perceptual_network(
     Returns:
         the network, frozen, in eval mode, on ``device``.
     """
-    from brainvq_monai.networks.nets.feature_net import (
-        items_hash,
-        load_feature_net,
-        save_feature_net,
-        train_feature_net,
-    )
+    from brainvq_monai.engines.feature_trainer import train_feature_net
+    from brainvq_monai.networks.nets.feature_net import items_hash, load_feature_net, save_feature_net
 
     if not items:
         raise BrainVQInputError(cache_file, "no training items for the perceptual network")

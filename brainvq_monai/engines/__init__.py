@@ -1,4 +1,5 @@
 from .evaluators import PriorEvaluator, SamplingEvaluator, VQVAEEvaluator
+from .feature_trainer import FeatureNetTrainer, train_feature_net
 from .prior_trainer import PriorTrainer, check_code_dataset
 from .utils import (
     autocast,
@@ -13,6 +14,8 @@ from .utils import (
 from .vqvae_trainer import VQVAETrainer
 
 __all__ = [
+    "FeatureNetTrainer",
+    "train_feature_net",
     "PriorEvaluator",
     "PriorTrainer",
     "SamplingEvaluator",

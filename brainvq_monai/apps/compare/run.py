@@ -251,8 +251,9 @@ def _generation_metrics(
 ) -> dict[str, Any]:
     """:func:`~brainvq_monai.metrics.generation.evaluate_generation` of every prior's samples, on the features of
     the in-house network trained on the training split only."""
+    from brainvq_monai.engines.feature_trainer import train_feature_net
     from brainvq_monai.metrics.generation import evaluate_generation
-    from brainvq_monai.networks.nets.feature_net import FEATURE_NET_VERSION, train_feature_net
+    from brainvq_monai.networks.nets.feature_net import FEATURE_NET_VERSION
 
     _say("[5/5] generation metrics (feature network trained on the training split only)")
     net, history = train_feature_net(

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,7 +32,7 @@ __all__ = [
     "FEATURE_NET_VERSION",
     "BrainFeatureNet",
     "items_hash",
-    "train_feature_net",
+    "augment_batch",
     "save_feature_net",
     "load_feature_net",
     "flip_task",
@@ -208,7 +207,7 @@ def flip_task(images: torch.Tensor, generator: torch.Generator | None = None) ->
     return out, target
 
 
-def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Small label-preserving changes: shift by up to 3 voxels, contrast/brightness jitter, noise."""
     b = x.shape[0]
     shifts = torch.randint(-3, 4, (x.dim() - 2,), generator=generator).tolist()
@@ -217,100 +216,6 @@ def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     scale = 1 + 0.1 * (torch.rand(view, generator=generator) * 2 - 1)
     offset = 0.05 * (torch.rand(view, generator=generator) * 2 - 1)
     return (x * scale + offset + 0.01 * torch.randn(x.shape, generator=generator)).clamp(0, 1)
-
-
-def train_feature_net(
-    images: torch.Tensor,
-    labels: torch.Tensor | None = None,
-    positions: torch.Tensor | None = None,
-    num_classes: int | None = None,
-    epochs: int = 60,
-    batch_size: int = 32,
-    lr: float = 1e-3,
-    seed: int = 0,
-    feature_dim: int = 128,
-    channels: Sequence[int] = (16, 32, 64, 128),
-    position_weight: float = 1.0,
-    reconstruction_weight: float = 5.0,
-) -> tuple[BrainFeatureNet, dict[str, Any]]:
-    """Trains a :class:`BrainFeatureNet` on training images (CPU-friendly) and returns it frozen in eval mode.
-
-    Loss: cross-entropy on ``labels`` (or on the self-supervised flip task without labels) plus
-    ``position_weight`` x MSE on ``positions`` (normalised slice positions in [0, 1]) when given, plus
-    ``reconstruction_weight`` x L1 between the (augmented) input and its reconstruction from the feature vector.
-
-    Args:
-        images: ``(N, C, *spatial)`` training images in [0, 1].
-        labels: ``(N,)`` class labels or ``None``.
-        positions: ``(N,)`` positions in [0, 1] or ``None``.
-        num_classes: number of classes (default: ``labels.max() + 1``; 4 for the flip task).
-        epochs: passes over the data.
-        batch_size: batch size.
-        lr: AdamW learning rate (cosine decay).
-        seed: seed of initialisation, batches and augmentation.
-        feature_dim: feature size.
-        channels: encoder channels.
-        position_weight: weight of the position loss.
-        reconstruction_weight: weight of the reconstruction loss (0: no decoder is built).
-
-    Returns:
-        ``(network, history)``; history has per-epoch ``loss``, ``accuracy`` (training) and ``seconds``.
-    """
-    if images.dim() < 4:
-        raise BrainVQInputError("images", f"expected (N, C, *spatial), got shape {tuple(images.shape)}")
-    n = images.shape[0]
-    if n < 2:
-        raise BrainVQInputError("images", "need at least 2 training images for the feature network")
-    if labels is not None and labels.shape != (n,):
-        raise BrainVQInputError("labels", f"expected shape ({n},), got {tuple(labels.shape)}")
-    if positions is not None and positions.shape != (n,):
-        raise BrainVQInputError("positions", f"expected shape ({n},), got {tuple(positions.shape)}")
-    self_supervised = labels is None
-    if num_classes is None:
-        num_classes = 4 if self_supervised else int(labels.max()) + 1  # type: ignore[union-attr]
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    image_size = tuple(images.shape[2:]) if reconstruction_weight > 0 else None
-    net = BrainFeatureNet(images.dim() - 2, images.shape[1], num_classes, feature_dim, channels, image_size)
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
-    steps = epochs * ((n + batch_size - 1) // batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.15)
-    history: dict[str, Any] = {"loss": [], "accuracy": []}
-    start = time.time()
-    images = images.float()
-    net.train()
-    for _ in range(epochs):
-        perm = torch.randperm(n, generator=gen)
-        total, correct, seen = 0.0, 0, 0
-        for i in range(0, n, batch_size):
-            idx = perm[i : i + batch_size]
-            x = _augment(images[idx], gen)
-            if self_supervised:
-                x, y = flip_task(x, gen)
-            else:
-                y = labels[idx].long()  # type: ignore[index]
-            logits, pos = net(x)
-            loss = F.cross_entropy(logits, y)
-            if positions is not None:
-                loss = loss + position_weight * F.mse_loss(pos, positions[idx].float())
-            if reconstruction_weight > 0:
-                loss = loss + reconstruction_weight * F.l1_loss(net.reconstruct(x), x)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item() * len(idx)
-            correct += int((logits.argmax(1) == y).sum())
-            seen += len(idx)
-        history["loss"].append(total / seen)
-        history["accuracy"].append(correct / seen)
-    history["seconds"] = round(time.time() - start, 2)
-    history["task"] = "flip (self-supervised)" if self_supervised else "class"
-    history["position"] = positions is not None
-    net.eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    return net, history
 
 
 def save_feature_net(
