@@ -36,10 +36,11 @@ TRAIN_IDS += ("validate#evaluator", "validate#handlers")
 
 def run_workflow(dims: int, config: str, overrides: dict) -> ConfigWorkflow:
     """Runs a workflow (``configs/common.json`` + its overlay) through ``ConfigWorkflow``; training workflows are
-    checked as MONAI "train" workflows, sampling and evaluation as "infer" workflows, after ``initialize``."""
+    checked as MONAI "train" workflows, the others (evaluation, sampling, anomaly maps) as "infer" workflows, after
+    ``initialize``."""
     cfg = BUNDLES[dims] / "configs"
     workflow = config.removesuffix(".json")
-    kind = "train" if workflow.startswith("train") else ("infer" if workflow in ("inference", "evaluate") else None)
+    kind = "train" if workflow.startswith("train") else "infer"
     run = ConfigWorkflow(
         config_file=config_files(BUNDLES[dims], workflow),
         meta_file=str(cfg / "metadata.json"),
@@ -48,8 +49,7 @@ def run_workflow(dims: int, config: str, overrides: dict) -> ConfigWorkflow:
         **overrides,
     )
     run.initialize()
-    if kind is not None:
-        assert run.check_properties() == [], f"{workflow}: missing properties {run.check_properties()}"
+    assert run.check_properties() == [], f"{workflow}: missing properties {run.check_properties()}"
     if kind == "train":
         for config_id in TRAIN_IDS:
             assert config_id in run.parser, f"{workflow}: no {config_id}"

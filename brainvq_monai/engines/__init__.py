@@ -1,4 +1,4 @@
-from .evaluators import PriorEvaluator, SamplingEvaluator, VQVAEEvaluator
+from .evaluators import AnomalyEvaluator, PriorEvaluator, SamplingEvaluator, VQVAEEvaluator
 from .feature_trainer import FeatureNetTrainer, train_feature_net
 from .prior_trainer import PriorTrainer, check_code_dataset
 from .utils import (
@@ -14,6 +14,7 @@ from .utils import (
 from .vqvae_trainer import VQVAETrainer
 
 __all__ = [
+    "AnomalyEvaluator",
     "FeatureNetTrainer",
     "train_feature_net",
     "PriorEvaluator",

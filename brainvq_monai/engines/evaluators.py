@@ -21,10 +21,12 @@ from brainvq_monai.engines.utils import (
     to_channels_last,
     unwrap,
 )
+from brainvq_monai.inferers.anomaly import brain_mask, masked_mean, region_mask, residual_map
+from brainvq_monai.utils.errors import BrainVQInputError
 from brainvq_monai.utils.settings import as_bool
-from brainvq_monai.utils.tensors import device_of
+from brainvq_monai.utils.tensors import device_of, plain_tensor
 
-__all__ = ["VQVAEEvaluator", "PriorEvaluator", "SamplingEvaluator"]
+__all__ = ["AnomalyEvaluator", "VQVAEEvaluator", "PriorEvaluator", "SamplingEvaluator"]
 
 
 class _BrainVQEvaluator(SupervisedEvaluator):
@@ -266,6 +268,107 @@ class SamplingEvaluator(_BrainVQEvaluator):
             top_p=engine.top_p,
         )
         engine.state.output = {Keys.PRED: images, Keys.LABEL: labels if conditional else None, "name": names}
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output
+
+
+def _keep_batch(batchdata: Any, *args: Any, **kwargs: Any) -> Any:
+    return batchdata  # the anomaly scores need the whole batch (image meta, labels, subjects, slices)
+
+
+class AnomalyEvaluator(_BrainVQEvaluator):
+    """Scores images for anomalies: per batch, the prior's NLL map in image space (``engine.inferer
+    .get_anomaly_map``), the healed image (``engine.inferer.heal``: codes unlikely under the normal class resampled)
+    and the healing residual, with brain and region means of both (:data:`~brainvq_monai.inferers.anomaly
+    .SCORE_COLUMNS`); ``engine.state.output`` holds them for handlers such as
+    :class:`~brainvq_monai.handlers.AnomalyWriter`. One ``torch.Generator`` seeded with ``seed`` when the run starts
+    draws the healing.
+
+    Args:
+        device: device.
+        val_data_loader: loader of image batches (``image``; ``label``, ``subject``, ``slice`` when present).
+        network: the prior.
+        autoencoder: the VQ-VAE whose codes the prior models.
+        inferer: an :class:`~brainvq_monai.inferers.AutoregressivePriorInferer`.
+        class_label: the normal class the images are scored under (conditional priors), or ``None``.
+        threshold: healing threshold (probability).
+        region_box: the region of the region scores (see :func:`~brainvq_monai.inferers.anomaly.region_mask`).
+        brain_threshold: intensity threshold of the brain mask.
+        interpolation_mode: upsampling of the latent maps.
+        sigma: optional Gaussian smoothing of the residual (pixels).
+        seed: seed of the healing draws.
+        val_handlers: handlers (e.g. the anomaly writer).
+        image_key: the image key of the batches.
+        kwargs: further arguments of :class:`monai.engines.SupervisedEvaluator`.
+    """
+
+    inferer_class = "brainvq_monai.inferers.AutoregressivePriorInferer"
+
+    def __init__(
+        self,
+        device: str | torch.device,
+        val_data_loader: Iterable,
+        network: torch.nn.Module,
+        autoencoder: torch.nn.Module,
+        inferer: Inferer | None = None,
+        class_label: int | None = None,
+        threshold: float = 0.01,
+        region_box: Sequence[float] | Sequence[Sequence[float]] = (0.3, 0.7),
+        brain_threshold: float = 0.05,
+        interpolation_mode: str = "nearest",
+        sigma: float | None = None,
+        seed: int = 0,
+        val_handlers: Sequence | None = None,
+        image_key: str = "image",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            device, val_data_loader, network, prepare_batch=_keep_batch, inferer=inferer, val_handlers=val_handlers,
+            **kwargs,
+        )  # fmt: skip
+        self.image_key = image_key
+        num_classes = getattr(unwrap(network), "num_classes", None)
+        if class_label is not None and (not num_classes or not 0 <= int(class_label) < num_classes):
+            raise BrainVQInputError(
+                "class_label", f"{class_label} is not a class of this prior (num_classes={num_classes})"
+            )
+        if num_classes and class_label is None:
+            raise BrainVQInputError("class_label", "a conditional prior needs the normal class to score images under")
+        self.autoencoder = autoencoder
+        self.class_label = None if class_label is None else int(class_label)
+        self.threshold, self.region_box, self.brain_threshold = threshold, region_box, brain_threshold
+        self.interpolation_mode, self.sigma, self.seed = interpolation_mode, sigma, int(seed)
+        self.generator: torch.Generator | None = None
+
+    @torch.no_grad()
+    def _iteration(self, engine: AnomalyEvaluator, batchdata: dict[str, Any]) -> dict:  # type: ignore[override]
+        if batchdata is None or engine.image_key not in batchdata:
+            raise BrainVQInputError("data", f"batch without '{engine.image_key}'")
+        if engine.generator is None or engine.state.iteration == 1:
+            engine.generator = torch.Generator(device=device_of(engine.network)).manual_seed(engine.seed)
+        image = batchdata[engine.image_key]
+        x = plain_tensor(torch.as_tensor(image)).float().to(device_of(engine.autoencoder))
+        n = x.shape[0]
+        labels = None if engine.class_label is None else torch.full((n,), engine.class_label, dtype=torch.long)
+        vqvae, prior = engine.autoencoder, engine.network
+        nll = engine.inferer.get_anomaly_map(x, vqvae, prior, labels, engine.interpolation_mode).to(x.device)
+        healed = engine.inferer.heal(x, vqvae, prior, engine.threshold, labels, generator=engine.generator)
+        residual = residual_map(x, healed.image, healed.resampled, engine.sigma, engine.interpolation_mode)
+        residual = residual.mean(1, keepdim=True)
+        brain = brain_mask(x, engine.brain_threshold, dilation=0)
+        region = region_mask(x.shape[2:], engine.region_box).to(x.device)
+        scores = {
+            "nll_brain": masked_mean(nll, brain),
+            "nll_region": masked_mean(nll, region),
+            "residual_brain": masked_mean(residual, brain),
+            "residual_region": masked_mean(residual, region),
+            "resampled_fraction": healed.resampled.float().flatten(1).mean(1),
+        }
+        engine.state.output = {
+            Keys.IMAGE: image, Keys.PRED: healed.image, "nll": nll, "residual": residual, "scores": scores,
+            "batch": batchdata,
+        }  # fmt: skip
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output

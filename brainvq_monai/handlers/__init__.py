@@ -1,3 +1,4 @@
+from .anomaly import AnomalyWriter
 from .budget import TimeBudgetHandler, ValidationHandler
 from .checkpoint import BestCheckpointSaver, TrainingCheckpointHandler
 from .metrics import MetricsJSONWriter, MultiScaleSSIMHandler, SSIMHandler, batch_item_names
@@ -12,6 +13,7 @@ from .tensorboard import (
 from .writer import NullSummaryWriter, handlers_for_rank, summary_writer, validation_handlers_for_rank
 
 __all__ = [
+    "AnomalyWriter",
     "BestCheckpointSaver",
     "CodebookTensorBoardHandler",
     "LearningRateTensorBoardHandler",
