@@ -1,7 +1,7 @@
 from .anomaly import AnomalyWriter
 from .budget import TimeBudgetHandler, ValidationHandler
 from .checkpoint import BestCheckpointSaver, TrainingCheckpointHandler
-from .metrics import MetricsJSONWriter, MultiScaleSSIMHandler, SSIMHandler, batch_item_names
+from .metrics import MetricsJSONWriter, MultiScaleSSIMHandler, SSIMHandler, batch_item_names, reconstruction_metrics
 from .samples import SampleWriter
 from .tensorboard import (
     CodebookTensorBoardHandler,
@@ -29,6 +29,7 @@ __all__ = [
     "TrainingCheckpointHandler",
     "ValidationHandler",
     "batch_item_names",
+    "reconstruction_metrics",
     "handlers_for_rank",
     "summary_writer",
     "validation_handlers_for_rank",

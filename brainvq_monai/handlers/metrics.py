@@ -17,7 +17,7 @@ from monai.metrics import SSIMMetric
 from brainvq_monai.metrics.ssim import multiscale_ssim_metric
 from brainvq_monai.utils.io import atomic_write_json
 
-__all__ = ["SSIMHandler", "MultiScaleSSIMHandler", "MetricsJSONWriter", "batch_item_names"]
+__all__ = ["SSIMHandler", "MultiScaleSSIMHandler", "MetricsJSONWriter", "batch_item_names", "reconstruction_metrics"]
 
 
 class SSIMHandler(IgniteMetricHandler):
@@ -141,3 +141,35 @@ def batch_item_names(batch: Mapping[str, Any], image_key: str = "image", slice_k
     if slices is not None:
         names = [f"{n}#slice={int(k)}" for n, k in zip(names, torch.as_tensor(slices).reshape(-1).tolist())]
     return [{"filename_or_obj": n} for n in names]
+
+
+def reconstruction_metrics(
+    prefix: str, spatial_dims: int, spatial_size: Sequence[int], num_embeddings: int
+) -> dict[str, Any]:
+    """The additional reconstruction metrics of a VQ-VAE evaluator (its key metric is ``<prefix>_ssim``): MS-SSIM,
+    PSNR, MAE and MSE of ``pred`` against ``label``, codebook perplexity and codes used over the epoch.
+
+    One definition for validation (``prefix="val"``) and testing (``"test"``), so both report the same metrics.
+
+    Args:
+        prefix: metric name prefix, e.g. ``"val"`` or ``"test"``.
+        spatial_dims: 2 or 3.
+        spatial_size: image size (MS-SSIM uses as many scales as it allows).
+        num_embeddings: codebook size.
+
+    Returns:
+        ``{name: Ignite metric}``.
+    """
+    from monai.handlers import MeanAbsoluteError, MeanSquaredError, PeakSignalToNoiseRatio, from_engine
+
+    from brainvq_monai.metrics import CodebookPerplexity, CodesUsed
+
+    pair = from_engine(["pred", "label"])
+    return {
+        f"{prefix}_ms_ssim": MultiScaleSSIMHandler(spatial_dims=spatial_dims, image_size=spatial_size),
+        f"{prefix}_psnr": PeakSignalToNoiseRatio(max_val=1.0, output_transform=pair),
+        f"{prefix}_mae": MeanAbsoluteError(output_transform=pair),
+        f"{prefix}_mse": MeanSquaredError(output_transform=pair),
+        f"{prefix}_perplexity": CodebookPerplexity(num_embeddings=num_embeddings),
+        f"{prefix}_codes_used": CodesUsed(num_embeddings=num_embeddings),
+    }
