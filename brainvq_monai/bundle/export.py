@@ -99,10 +99,7 @@ def export_bundle(run_dir: str | os.PathLike, out_dir: str | os.PathLike, versio
     Raises:
         BrainVQInputError: no run record, missing weights, or a non-empty ``out_dir``.
     """
-    from monai.bundle import ConfigParser
-
-    from brainvq_monai.bundle.utils import BUNDLE_NAMES, default_bundle_root, latent_shape_of
-    from brainvq_monai.networks.nets.vqvae import BrainVQVAE
+    from brainvq_monai.bundle.utils import BUNDLE_NAMES, default_bundle_root
 
     run = Path(os.path.abspath(os.fspath(run_dir)))
     out = Path(os.path.abspath(os.fspath(out_dir)))
@@ -121,7 +118,24 @@ def export_bundle(run_dir: str | os.PathLike, out_dir: str | os.PathLike, versio
     if not (source / "configs" / COMMON_CONFIG).is_file():
         source = Path(default_bundle_root(name))  # the run's bundle folder is gone: the package's own copy
 
-    out.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.partial"  # written whole, then renamed: a failed export leaves no bundle
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        _write_configs(source, staging, record)
+        md5 = _write_weights(staging, checkpoints)
+        meta = _write_metadata(staging / "configs" / "metadata.json", record, record_file, run, name, source, version)
+        os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {"bundle": str(out), "weights": md5, "eval_metrics": meta["eval_metrics"]}
+
+
+def _write_configs(source: Path, out: Path, record: Mapping[str, Any]) -> None:
+    """LICENSE, docs and configs of the source bundle; the run's settings baked into ``common.json``; a
+    self-contained ``inference.json`` (common + overlay)."""
+    from monai.bundle import ConfigParser
+
     for item in ("LICENSE", "docs"):
         src = source / item
         if src.is_dir():
@@ -130,13 +144,15 @@ def export_bundle(run_dir: str | os.PathLike, out_dir: str | os.PathLike, versio
             shutil.copy2(src, out / item)
     configs = out / "configs"
     shutil.copytree(source / "configs", configs)
-    atomic_write_json(
-        configs / COMMON_CONFIG, baked_config(source / "configs" / COMMON_CONFIG, record, False), indent=4
-    )
+    common = baked_config(source / "configs" / COMMON_CONFIG, record, False)
+    atomic_write_json(configs / COMMON_CONFIG, common, indent=4)
     inference = ConfigParser()
     inference.read_config([str(configs / COMMON_CONFIG), str(configs / WORKFLOWS["inference"])])
     atomic_write_json(configs / WORKFLOWS["inference"], inference.get(), indent=4)
 
+
+def _write_weights(out: Path, checkpoints: Mapping[str, str]) -> dict[str, str]:
+    """``models/`` under the zoo's names (plain state dicts) and ``large_files.yml``; returns ``{path: md5}``."""
     models = out / "models"
     models.mkdir()
     weights = {AUTOENCODER_WEIGHTS: checkpoints["autoencoder"], PRIOR_WEIGHTS: checkpoints["prior"]}
@@ -148,8 +164,24 @@ def export_bundle(run_dir: str | os.PathLike, out_dir: str | os.PathLike, versio
     for path, digest in md5.items():
         lines += [f'  - path: "{path}"', '    url: ""', f'    hash_val: "{digest}"', '    hash_type: "md5"']
     atomic_write_text(out / "large_files.yml", "\n".join(lines) + "\n")
+    return md5
 
-    meta = json.loads((configs / "metadata.json").read_text())
+
+def _write_metadata(
+    meta_file: Path,
+    record: Mapping[str, Any],
+    record_file: Path,
+    run: Path,
+    name: str,
+    source: Path,
+    version: str | None,
+) -> dict[str, Any]:
+    """The source metadata with the run's data formats, ``eval_metrics`` and export provenance."""
+    from brainvq_monai.bundle.utils import latent_shape_of
+    from brainvq_monai.networks.nets.vqvae import BrainVQVAE
+
+    meta = json.loads(meta_file.read_text())
+    settings = dict(record.get("settings", {}))
     recorded_ae = dict(record.get(AUTOENCODER_ID, {}))
     spatial_size = [int(s) for s in settings["spatial_size"]]
     latent = list(latent_shape_of(BrainVQVAE(**recorded_ae), spatial_size)) if recorded_ae else spatial_size
@@ -164,5 +196,5 @@ def export_bundle(run_dir: str | os.PathLike, out_dir: str | os.PathLike, versio
         "source_bundle": name,
         "source_version": json.loads((source / "configs" / "metadata.json").read_text()).get("version"),
     }
-    atomic_write_json(configs / "metadata.json", meta, indent=4)
-    return {"bundle": str(out), "weights": md5, "eval_metrics": meta["eval_metrics"]}
+    atomic_write_json(meta_file, meta, indent=4)
+    return meta
