@@ -14,7 +14,6 @@ from monai.networks.nets import VQVAE
 
 from brainvq_monai.data.codes import CodesDataset
 from brainvq_monai.engines import PriorEvaluator, PriorTrainer, SamplingEvaluator, VQVAEEvaluator, VQVAETrainer
-from brainvq_monai.engines.utils import vqvae_forward
 from brainvq_monai.inferers import AutoregressivePriorInferer, VQVAEInferer, VQVAEOutput
 from brainvq_monai.networks.nets import GatedPixelCNN
 from brainvq_monai.utils.errors import BrainVQInputError
@@ -94,7 +93,7 @@ def test_vqvae_inferer_is_one_forward_with_the_indices(tiny_vqvae, cls):
     torch.testing.assert_close(out.quantization_loss, ref_loss)
     torch.testing.assert_close(net.state_dict(), ref.state_dict())  # the same codebook update
     wrapped = VQVAEInferer()(x, torch.nn.DataParallel(net.eval()))
-    plain = vqvae_forward(net, x)  # the function outside the engines is the inferer's forward
+    plain = VQVAEInferer()(x, net)  # unwrapped: the same forward
     for a, b in zip(wrapped, plain):
         torch.testing.assert_close(a, b)
     with pytest.raises(BrainVQInputError, match="VQVAEInferer needs a BrainVQVAE or MONAI VQVAE"):

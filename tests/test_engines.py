@@ -144,16 +144,16 @@ def test_prior_engines_pass_labels_through_wrappers():
     assert len(seen) == 2 and all(torch.equal(s, torch.tensor([0, 1, 0, 1])) for s in seen)
 
 
-def test_vqvae_forward_updates_a_monai_codebook_once_per_step(tiny_vqvae):
+def test_vqvae_inferer_updates_a_monai_codebook_once_per_step(tiny_vqvae):
     from monai.networks.nets import VQVAE
 
-    from brainvq_monai.engines.utils import vqvae_forward
+    from brainvq_monai.inferers import VQVAEInferer
 
     a = tiny_vqvae(cls=VQVAE).train()
     b = tiny_vqvae(cls=VQVAE).train()
     b.load_state_dict(a.state_dict())
     x = torch.rand(2, 1, 16, 16)
-    recon, loss, idx = vqvae_forward(a, x)
+    recon, loss, idx = VQVAEInferer()(x, a)
     ref_recon, ref_loss = b(x)  # MONAI's own forward: one EMA update
     torch.testing.assert_close(a.quantizer.quantizer.ema_cluster_size, b.quantizer.quantizer.ema_cluster_size)
     torch.testing.assert_close(recon, ref_recon)

@@ -9,7 +9,8 @@ from monai.networks.nets import VQVAE
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from brainvq_monai.inferers.prior_inferer import AutoregressivePriorInferer, load_codes, save_codes
+from brainvq_monai.data.codes import load_codes, save_codes
+from brainvq_monai.inferers.prior_inferer import AutoregressivePriorInferer
 from brainvq_monai.networks.nets.transformer_prior import TransformerPrior
 from brainvq_monai.utils.errors import BrainVQInputError
 

@@ -2,7 +2,7 @@ from .anomaly import save_anomaly_outputs
 from .checks import check_datalist, check_settings
 from .export import export_bundle
 from .run import record_run_settings, run_parser
-from .samples import centred_affine, generate_samples, reference_affine
+from .samples import centred_affine, reference_affine
 from .utils import (
     BUNDLE_NAMES,
     as_bool,
@@ -26,7 +26,6 @@ __all__ = [
     "encode_codes",
     "export_bundle",
     "ensure_datalist",
-    "generate_samples",
     "latent_shape_of",
     "load_network",
     "perceptual_network",

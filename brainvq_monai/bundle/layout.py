@@ -27,7 +27,6 @@ __all__ = [
     "WORKFLOWS",
     "config_files",
     "config_list_arg",
-    "last_checkpoint",
     "read_bundle_config",
 ]
 
@@ -50,12 +49,6 @@ NETWORK_ID = "network_def"
 """The network a workflow is about: the VQ-VAE in ``train_vqvae``/``evaluate``, the prior elsewhere."""
 AUTOENCODER_WEIGHTS = "model_autoencoder.pt"
 PRIOR_WEIGHTS = "model.pt"
-
-
-def last_checkpoint(weights: str) -> str:
-    """The resumable last checkpoint written next to best weights ``weights`` (``model.pt`` -> ``model_last.pt``)."""
-    stem, dot, ext = weights.rpartition(".")
-    return f"{stem}_last{dot}{ext}" if dot else f"{weights}_last"
 
 
 def config_files(bundle_root: str | os.PathLike, workflow: str, multi_gpu: bool = False) -> list[str]:

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from monai.data import DataLoader, Dataset
 
-from brainvq_monai.data.sampling import sampling_requests
-from brainvq_monai.engines.evaluators import SamplingEvaluator
-from brainvq_monai.handlers.samples import SampleWriter
-from brainvq_monai.inferers.prior_inferer import AutoregressivePriorInferer
-from brainvq_monai.utils.tensors import device_of
-
-__all__ = ["centred_affine", "generate_samples", "reference_affine"]
+__all__ = ["centred_affine", "reference_affine"]
 
 
 def reference_affine(item: Mapping[str, Any], transform: Any) -> np.ndarray | None:
@@ -52,64 +43,3 @@ def centred_affine(pixdim: Sequence[float], spatial_size: Sequence[int]) -> np.n
     affine = np.diag([*spacing, 1.0])
     affine[:3, 3] = -spacing * (np.asarray([int(s) for s in spatial_size], dtype=np.float64) - 1) / 2
     return affine
-
-
-def generate_samples(
-    vqvae: torch.nn.Module,
-    prior: torch.nn.Module,
-    output_dir: str | os.PathLike,
-    num_samples: int = 8,
-    class_label: int | None = None,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    seed: int = 0,
-    latent_shape: Sequence[int] | None = None,
-    class_names: Mapping[str, str] | None = None,
-    affine: np.ndarray | None = None,
-    batch_size: int = 16,
-    top_p: float | None = None,
-) -> list[Path]:
-    """Samples the prior, decodes with the VQ-VAE and writes one file per sample under ``output_dir``.
-
-    The same engine, inferer and writer as ``inference.json`` (:class:`~brainvq_monai.engines.SamplingEvaluator`,
-    :class:`~brainvq_monai.inferers.AutoregressivePriorInferer`, :class:`~brainvq_monai.handlers.SampleWriter`):
-    files ``sample_<class>_<NNNN>.png`` (2D) or ``.nii.gz`` (3D, with ``affine``), plus ``samples.json`` recording
-    the settings, so a run can be reproduced.
-
-    Args:
-        vqvae: trained VQ-VAE (eval mode is enforced).
-        prior: trained prior.
-        output_dir: destination folder.
-        num_samples: number of samples (per class for a conditional prior without ``class_label``).
-        class_label: class to sample for a conditional prior (``None``: unconditional prior required, or every
-            class in turn for a conditional one, ``num_samples`` each).
-        temperature: sampling temperature.
-        top_k: optional top-k truncation.
-        seed: random seed (the same seed gives the same files).
-        latent_shape: code map shape (default: the prior's own, for the transformer).
-        class_names: ``{"0": "NC", "1": "AD"}`` names used in file names.
-        affine: voxel-to-world affine of generated volumes.
-        batch_size: samples drawn at once.
-        top_p: optional nucleus truncation.
-
-    Returns:
-        the written image paths.
-    """
-    requests = sampling_requests(num_samples, class_label, getattr(prior, "num_classes", None), class_names)
-    settings = {"num_samples": num_samples, "class_label": class_label, "temperature": temperature}
-    writer = SampleWriter(output_dir, affine, {**settings, "top_k": top_k, "top_p": top_p, "seed": seed})
-    evaluator = SamplingEvaluator(
-        device=device_of(prior),
-        val_data_loader=DataLoader(Dataset(requests), batch_size=batch_size, shuffle=False, num_workers=0),
-        network=prior,
-        autoencoder=vqvae,
-        inferer=AutoregressivePriorInferer(),
-        latent_shape=latent_shape,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        seed=seed,
-        val_handlers=[writer],
-    )
-    evaluator.run()
-    return list(writer.written)

@@ -275,8 +275,8 @@ def encode_codes(
     """
     from monai.data import DataLoader, Dataset
 
-    from brainvq_monai.data.codes import CodesDataset
-    from brainvq_monai.inferers.prior_inferer import AutoregressivePriorInferer, load_codes, save_codes
+    from brainvq_monai.data.codes import CodesDataset, load_codes, save_codes
+    from brainvq_monai.inferers.prior_inferer import AutoregressivePriorInferer
 
     amp, channels_last = as_bool(amp, "amp"), as_bool(channels_last, "channels_last")
     if not items:

@@ -9,7 +9,6 @@ from .utils import (
     prepare_images,
     to_channels_last,
     unwrap,
-    vqvae_forward,
 )
 from .vqvae_trainer import VQVAETrainer
 
@@ -30,5 +29,4 @@ __all__ = [
     "prepare_images",
     "to_channels_last",
     "unwrap",
-    "vqvae_forward",
 ]

@@ -21,6 +21,7 @@ from brainvq_monai.engines.utils import (
     to_channels_last,
     unwrap,
 )
+from brainvq_monai.inferers import AutoregressivePriorInferer, VQVAEInferer
 from brainvq_monai.inferers.anomaly import brain_mask, masked_mean, region_mask, residual_map
 from brainvq_monai.utils.errors import BrainVQInputError
 from brainvq_monai.utils.settings import as_bool
@@ -38,7 +39,7 @@ class _BrainVQEvaluator(SupervisedEvaluator):
 
     #: dotted name of the inferer class the engine calls (the default, and the base class a given inferer must have);
     #: ``None``: any inferer, MONAI's ``SimpleInferer`` by default
-    inferer_class: ClassVar[str | None] = None
+    inferer_class: ClassVar[type[Inferer] | None] = None
 
     def __init__(
         self,
@@ -103,7 +104,7 @@ class VQVAEEvaluator(_BrainVQEvaluator):
         BrainVQInputError: an ``inferer`` that is not a :class:`~brainvq_monai.inferers.VQVAEInferer`.
     """
 
-    inferer_class = "brainvq_monai.inferers.VQVAEInferer"
+    inferer_class = VQVAEInferer
 
     def __init__(
         self,
@@ -160,7 +161,7 @@ class PriorEvaluator(_BrainVQEvaluator):
         BrainVQInputError: an ``inferer`` that is not an :class:`~brainvq_monai.inferers.AutoregressivePriorInferer`.
     """
 
-    inferer_class = "brainvq_monai.inferers.AutoregressivePriorInferer"
+    inferer_class = AutoregressivePriorInferer
 
     def __init__(
         self,
@@ -220,7 +221,7 @@ class SamplingEvaluator(_BrainVQEvaluator):
         BrainVQInputError: an ``inferer`` that is not an :class:`~brainvq_monai.inferers.AutoregressivePriorInferer`.
     """
 
-    inferer_class = "brainvq_monai.inferers.AutoregressivePriorInferer"
+    inferer_class = AutoregressivePriorInferer
 
     def __init__(
         self,
@@ -303,7 +304,7 @@ class AnomalyEvaluator(_BrainVQEvaluator):
         kwargs: further arguments of :class:`monai.engines.SupervisedEvaluator`.
     """
 
-    inferer_class = "brainvq_monai.inferers.AutoregressivePriorInferer"
+    inferer_class = AutoregressivePriorInferer
 
     def __init__(
         self,

@@ -13,6 +13,7 @@ from torch.optim import Optimizer
 
 from brainvq_monai.engines.trainer import BrainVQTrainer
 from brainvq_monai.engines.utils import autocast, prepare_codes, unwrap
+from brainvq_monai.inferers import AutoregressivePriorInferer
 from brainvq_monai.utils.errors import BrainVQInputError
 
 __all__ = ["PriorTrainer", "check_code_dataset"]
@@ -79,7 +80,7 @@ class PriorTrainer(BrainVQTrainer):
             or cached codes or labels out of the prior's range.
     """
 
-    inferer_class = "brainvq_monai.inferers.AutoregressivePriorInferer"
+    inferer_class = AutoregressivePriorInferer
 
     def __init__(
         self,

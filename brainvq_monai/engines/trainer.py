@@ -53,7 +53,7 @@ class BrainVQTrainer(SupervisedTrainer):
 
     #: dotted name of the inferer class the engine calls (the default, and the base class a given inferer must have);
     #: ``None``: any inferer, MONAI's ``SimpleInferer`` by default
-    inferer_class: ClassVar[str | None] = None
+    inferer_class: ClassVar[type[Inferer] | None] = None
 
     def __init__(
         self,

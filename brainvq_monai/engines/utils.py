@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,7 +27,6 @@ __all__ = [
     "prepare_images",
     "to_channels_last",
     "unwrap",
-    "vqvae_forward",
 ]
 
 
@@ -68,29 +66,8 @@ def unwrap(network: torch.nn.Module) -> torch.nn.Module:
     return network
 
 
-def vqvae_forward(network: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(reconstruction, quantization_loss, code_indices)`` of a VQ-VAE in one encoder pass.
-
-    The forward of :class:`~brainvq_monai.inferers.VQVAEInferer` (which the VQ-VAE engines call), for code outside
-    the engines: one quantization, so an EMA codebook is updated once per call in train mode.
-
-    Args:
-        network: the VQ-VAE (a ``BrainVQVAE`` or MONAI ``VQVAE``, possibly DDP-wrapped).
-        images: ``(B, C, *spatial)`` input.
-
-    Returns:
-        the reconstruction, the scalar quantization loss and the ``(B, *latent)`` code indices.
-    """
-    from brainvq_monai.inferers.vqvae_inferer import VQVAEInferer  # inferers import this module
-
-    return VQVAEInferer()(images, network)
-
-
-def engine_inferer(inferer: Inferer | None, expected: str | None, engine: str) -> Inferer:
+def engine_inferer(inferer: Inferer | None, expected: type[Inferer] | None, engine: str) -> Inferer:
     """The inferer an engine calls for its forward passes: ``inferer`` checked against ``expected``, or a new one.
-
-    ``expected`` is a dotted class name (``"brainvq_monai.inferers.VQVAEInferer"``), imported only here, when an
-    engine is built, because the inferers import the engines' utilities.
 
     Args:
         inferer: the inferer given to the engine (a bundle's ``train#inferer``, ``validate#inferer``, ``inferer``),
@@ -107,13 +84,12 @@ def engine_inferer(inferer: Inferer | None, expected: str | None, engine: str) -
     """
     if expected is None:
         return inferer if inferer is not None else SimpleInferer()
-    module, _, name = expected.rpartition(".")
-    cls = getattr(importlib.import_module(module), name)
     if inferer is None:
-        return cls()
-    if not isinstance(inferer, cls):
+        return expected()
+    if not isinstance(inferer, expected):
         got = f"{type(inferer).__module__}.{type(inferer).__qualname__}"
-        raise BrainVQInputError("inferer", f"{engine} needs a {expected} (or a subclass), got {got}")
+        want = f"brainvq_monai.inferers.{expected.__qualname__}"
+        raise BrainVQInputError("inferer", f"{engine} needs a {want} (or a subclass), got {got}")
     return inferer
 
 

@@ -12,6 +12,7 @@ from torch.optim import Optimizer
 
 from brainvq_monai.engines.trainer import BrainVQTrainer
 from brainvq_monai.engines.utils import autocast, prepare_images, to_channels_last
+from brainvq_monai.inferers import VQVAEInferer
 from brainvq_monai.utils.settings import as_bool
 
 __all__ = ["VQVAETrainer"]
@@ -55,7 +56,7 @@ class VQVAETrainer(BrainVQTrainer):
         BrainVQInputError: an ``inferer`` that is not a :class:`~brainvq_monai.inferers.VQVAEInferer`.
     """
 
-    inferer_class = "brainvq_monai.inferers.VQVAEInferer"
+    inferer_class = VQVAEInferer
 
     def __init__(
         self,

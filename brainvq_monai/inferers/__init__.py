@@ -21,7 +21,7 @@ from .decoding import (
     draw_tokens,
     walk_codes,
 )
-from .prior_inferer import AutoregressivePriorInferer, load_codes, save_codes
+from .prior_inferer import AutoregressivePriorInferer
 from .sampling import sample_codes, token_nll
 from .vqvae_inferer import VQVAEInferer, VQVAEOutput
 
@@ -43,12 +43,10 @@ __all__ = [
     "heal",
     "heal_codes",
     "likelihood_threshold",
-    "load_codes",
     "masked_mean",
     "region_mask",
     "residual_map",
     "sample_codes",
-    "save_codes",
     "token_nll",
     "upsample_map",
     "walk_codes",

@@ -24,8 +24,7 @@ from brainvq_monai.networks.nets.prior import AutoregressivePrior
 from brainvq_monai.utils.errors import BrainVQInputError
 from brainvq_monai.utils.tensors import as_generator, autocast, device_of, to_channels_last
 
-# ``load_codes`` and ``save_codes`` live in :mod:`brainvq_monai.data.codes` (the data layer), re-exported here
-__all__ = ["AutoregressivePriorInferer", "load_codes", "save_codes"]
+__all__ = ["AutoregressivePriorInferer"]
 
 
 class AutoregressivePriorInferer(Inferer):

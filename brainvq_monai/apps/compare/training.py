@@ -102,7 +102,7 @@ def train_vqvae(
     """MONAI's tutorial recipe with :class:`~brainvq_monai.engines.VQVAETrainer`: Adam, L1 + quantization loss.
 
     One quantization per step (one EMA codebook update), for MONAI's ``VQVAE`` as for ours
-    (:func:`~brainvq_monai.engines.vqvae_forward`).
+    (:class:`~brainvq_monai.inferers.VQVAEInferer`).
 
     Args:
         net: the VQ-VAE (trained in place, moved to ``device``).
