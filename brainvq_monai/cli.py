@@ -76,7 +76,12 @@ def _write_json(path: Any, data: Any) -> None:
 # arguments shared by several sub-commands
 _OUT = _arg("--out", required=True, help="output folder (created)")
 _SEED = _arg("--seed", type=int, default=0, help="random seed (default 0)")
-_PRIOR = _arg("--prior", choices=["transformer", "pixelcnn"], default="transformer", help="prior to train")
+_PRIOR = _arg(
+    "--prior",
+    choices=["transformer", "pixelcnn", "dcgan"],
+    default="transformer",
+    help="prior to train (default transformer)",
+)
 _BUNDLE_NAME = _arg("name", help="bundle name, e.g. brain_vqvae_2d (an unknown name lists the bundles)")
 _DEVICE = _arg("--device", default="cpu", help="cpu or cuda (default: cpu)")
 _THREADS = _arg("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -139,8 +144,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             f"  test SSIM {rec.get('test_ssim', float('nan')):.3f}, PSNR {rec.get('test_psnr', float('nan')):.2f} dB, "
             f"codes used {rec.get('test_codes_used', 0):.0f}, perplexity {rec.get('test_perplexity', 0):.1f}"
         )
-    if nll:
-        print(f"  prior test NLL {nll.get('test_nll', float('nan')):.3f} nats/token")
+    if "test_nll" in nll:
+        print(f"  prior test NLL {nll['test_nll']:.3f} nats/token")
+    elif "test_code_js" in nll:
+        print(f"  prior: no likelihood (adversarial); generated vs test codes JS {nll['test_code_js']:.3f} bits")
     for key in ("checkpoints", "metrics", "samples", "tensorboard", "report"):
         if key in summary:
             print(f"  {key:<12} {summary[key]}")

@@ -18,6 +18,7 @@ from typing import Any
 from brainvq_monai.bundle.layout import AUTOENCODER_ID, PRIOR_ID, config_files
 from brainvq_monai.bundle.utils import default_bundle_root
 from brainvq_monai.data.demo import validate_demo_settings
+from brainvq_monai.networks.nets.factory import PRIORS
 from brainvq_monai.utils.errors import BrainVQInputError
 from brainvq_monai.utils.io import atomic_write_json
 
@@ -67,6 +68,17 @@ DEMO_SETTINGS: dict[str, Any] = {
         "dropout_rate": 0.0,  # r11: residual dropout 0.1 did not lower the validation NLL
     },
     "pixelcnn": {"channels": 48, "num_layers": 8, "kernel_size": 5, "dropout": 0.1},
+    # the DCGAN prior (--prior dcgan) trains adversarially: its own optimiser settings and many more, cheaper, epochs
+    "dcgan": {
+        "embedding_dim": "@embedding_dim",  # the discriminator reads the VQ-VAE's code embeddings
+        "noise_dim": 64,
+        "generator_channels": [128, 64, 32],
+        "discriminator_channels": [32, 64, 128],
+        "ema_decay": 0.999,
+    },
+    "dcgan_epochs": 200,
+    "learning_rate_dcgan": 2e-4,
+    "dcgan_weight_decay": 0.0,
     "num_samples": 8,
     "temperature": 1.0,
     "top_k": None,
@@ -84,7 +96,7 @@ def demo_overrides(out: Path, settings: Mapping[str, Any], prior: str, subjects:
     Args:
         out: the demo output folder.
         settings: see :data:`DEMO_SETTINGS`.
-        prior: ``"transformer"`` or ``"pixelcnn"``.
+        prior: ``"transformer"``, ``"pixelcnn"`` or ``"dcgan"``.
         subjects: demo cohort size.
         seed: seed of the cohort, the split and the training.
 
@@ -164,6 +176,16 @@ def run_bundle_config(workflow: str, overrides: Mapping[str, Any], bundle: str =
 STAGES: tuple[str, ...] = ("vqvae", "prior", "evaluate", "sample", "report")
 
 
+def _prior_training(settings: Mapping[str, Any], prior: str) -> dict[str, Any]:
+    """Epochs and optimiser overrides of the prior stage: the DCGAN's own, or the autoregressive priors'."""
+    if prior == "dcgan":
+        keys = ("dcgan_epochs", "learning_rate_dcgan", "dcgan_weight_decay")
+    else:
+        keys = ("prior_epochs", "learning_rate_prior", "prior_weight_decay")
+    epochs, lr, decay = (settings[k] for k in keys)
+    return {"max_epochs": epochs, "learning_rate": lr, "optimizer#weight_decay": decay}
+
+
 def demo_precision(amp: str | bool) -> dict[str, Any]:
     """Decides the demo's precision: bf16 autocast where the CPU has bf16 units (or a GPU is used), else float32.
 
@@ -220,7 +242,7 @@ def run_demo(
             TensorBoard logs to ``out/tensorboard``, ``metrics.json`` and ``samples/`` to ``out``.
         subjects: demo cohort size (default: ``DEMO_SETTINGS["subjects"]``).
         seed: seed of everything.
-        prior: ``"transformer"`` or ``"pixelcnn"``.
+        prior: ``"transformer"``, ``"pixelcnn"`` or ``"dcgan"``.
         settings: overrides of :data:`DEMO_SETTINGS`.
         stages: the stages to run, in order, from :data:`STAGES`; later stages read what earlier runs wrote to
             ``out`` (e.g. ``("sample", "report")`` re-samples trained models with other sampling settings).
@@ -229,8 +251,8 @@ def run_demo(
         a summary: paths, metrics and timings; the run ends with ``report.md`` (figures, metric tables and
         generation metrics of this run, see :func:`brainvq_monai.apps.report.make_report`).
     """
-    if prior not in ("transformer", "pixelcnn"):
-        raise BrainVQInputError("prior", f"must be 'transformer' or 'pixelcnn', got {prior!r}")
+    if prior not in PRIORS:
+        raise BrainVQInputError("prior", f"must be one of {', '.join(PRIORS)}, got {prior!r}")
     unknown = [st for st in stages if st not in STAGES]
     if unknown or not stages:
         raise BrainVQInputError("stages", f"must be some of {', '.join(STAGES)}, got {list(stages)}")
@@ -269,12 +291,10 @@ def run_demo(
             lambda: {
                 **base,
                 **prior_args,
-                "max_epochs": s["prior_epochs"],
+                **_prior_training(s, prior),
                 "time_budget_s": _stage_budget(s["prior_budget_s"], 0.5, deadline),
                 "time_budget_clock": s["budget_clock"],
                 "val_interval": s["prior_val_interval"],
-                "learning_rate": s["learning_rate_prior"],
-                "optimizer#weight_decay": s["prior_weight_decay"],
             },
         ),
         "evaluate": (

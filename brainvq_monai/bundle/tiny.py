@@ -7,10 +7,17 @@ from typing import Any
 
 from brainvq_monai.bundle.layout import AUTOENCODER_ID, PRIOR_ID
 
-__all__ = ["TINY_PIXELCNN", "TINY_TRANSFORMER", "tiny_overrides"]
+__all__ = ["TINY_DCGAN", "TINY_PIXELCNN", "TINY_PRIORS", "TINY_TRANSFORMER", "tiny_overrides"]
 
 TINY_TRANSFORMER = {"attn_layers_dim": 16, "attn_layers_depth": 1, "attn_layers_heads": 2}
 TINY_PIXELCNN = {"channels": 8, "num_layers": 2, "kernel_size": 3}
+TINY_DCGAN = {
+    "embedding_dim": "@embedding_dim",
+    "noise_dim": 8,
+    "generator_channels": [16, 8],
+    "discriminator_channels": [8, 16],
+}
+TINY_PRIORS = {"transformer": TINY_TRANSFORMER, "pixelcnn": TINY_PIXELCNN, "dcgan": TINY_DCGAN}
 
 
 def tiny_overrides(
@@ -26,7 +33,7 @@ def tiny_overrides(
         workflow: the workflow, e.g. ``"train_vqvae"`` (a ``.json`` suffix is ignored).
         root: the run folder (``bundle_root``; ``runs`` and ``models`` below it).
         data: ``dataset_dir`` (a demo cohort).
-        prior: ``"transformer"`` or ``"pixelcnn"``.
+        prior: ``"transformer"``, ``"pixelcnn"`` or ``"dcgan"``.
         epochs: ``max_epochs`` of a training workflow.
 
     Returns:
@@ -50,7 +57,7 @@ def tiny_overrides(
         "num_workers": 0,
         "prior": prior,
         "max_epochs": epochs,
-        f"{PRIOR_ID}#{prior}": TINY_TRANSFORMER if prior == "transformer" else TINY_PIXELCNN,
+        f"{PRIOR_ID}#{prior}": TINY_PRIORS[prior],
         **{f"{AUTOENCODER_ID}#{k}": v for k, v in arch.items()},
     }
     if dims == 3:

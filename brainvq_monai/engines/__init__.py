@@ -1,6 +1,16 @@
-from .evaluators import AnomalyEvaluator, PriorEvaluator, SamplingEvaluator, VQVAEEvaluator
+from .dcgan_trainer import DCGANTrainer
+from .evaluators import AnomalyEvaluator, GeneratedCodesEvaluator, PriorEvaluator, SamplingEvaluator, VQVAEEvaluator
 from .feature_trainer import FeatureNetTrainer, train_feature_net
 from .prior_trainer import PriorTrainer, check_code_dataset
+from .prior_workflow import (
+    has_likelihood,
+    key_metric_score,
+    likelihood_note,
+    prior_additional_metrics,
+    prior_evaluator,
+    prior_key_metric,
+    prior_trainer,
+)
 from .utils import (
     autocast,
     lower_is_better,
@@ -14,6 +24,15 @@ from .vqvae_trainer import VQVAETrainer
 
 __all__ = [
     "AnomalyEvaluator",
+    "DCGANTrainer",
+    "GeneratedCodesEvaluator",
+    "has_likelihood",
+    "key_metric_score",
+    "likelihood_note",
+    "prior_additional_metrics",
+    "prior_evaluator",
+    "prior_key_metric",
+    "prior_trainer",
     "FeatureNetTrainer",
     "train_feature_net",
     "PriorEvaluator",

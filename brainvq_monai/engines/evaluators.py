@@ -27,7 +27,7 @@ from brainvq_monai.utils.errors import BrainVQInputError
 from brainvq_monai.utils.settings import as_bool
 from brainvq_monai.utils.tensors import device_of, plain_tensor
 
-__all__ = ["AnomalyEvaluator", "VQVAEEvaluator", "PriorEvaluator", "SamplingEvaluator"]
+__all__ = ["AnomalyEvaluator", "GeneratedCodesEvaluator", "VQVAEEvaluator", "PriorEvaluator", "SamplingEvaluator"]
 
 
 class _BrainVQEvaluator(SupervisedEvaluator):
@@ -183,6 +183,60 @@ class PriorEvaluator(_BrainVQEvaluator):
             logits = engine.inferer(codes, engine.network, labels)
         nll = F.cross_entropy(logits.float(), codes, reduction="none")
         engine.state.output = {Keys.IMAGE: codes, Keys.LABEL: labels, "nll": nll, Keys.LOSS: nll.mean()}
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output
+
+
+class GeneratedCodesEvaluator(_BrainVQEvaluator):
+    """Compares generated code maps with real ones: the validation of priors without a likelihood (DCGAN).
+
+    For every batch of real (cached) code maps the prior draws as many maps, of the same classes, through
+    ``engine.inferer.sample_codes``; ``engine.state.output`` holds ``image`` (the real codes), ``pred`` (the
+    generated codes) and ``label``, for :class:`~brainvq_monai.metrics.CodeMapDivergence` and
+    :class:`~brainvq_monai.metrics.CodesUsed`. One ``torch.Generator`` seeded with ``seed`` at every run draws the
+    maps, so successive validations of a training run compare the same noise.
+
+    Args:
+        device: device.
+        val_data_loader: loader of cached code maps (``{"codes", "label"}``).
+        network: the prior.
+        prepare_batch: batch parser returning ``(codes, class labels or None)``.
+        seed: seed of the sampling generator.
+        kwargs: further arguments of :class:`monai.engines.SupervisedEvaluator` (``inferer``: an
+            :class:`~brainvq_monai.inferers.AutoregressivePriorInferer`, built when not given) and ``amp``.
+
+    Raises:
+        BrainVQInputError: an ``inferer`` that is not an :class:`~brainvq_monai.inferers.AutoregressivePriorInferer`.
+    """
+
+    inferer_class = AutoregressivePriorInferer
+
+    def __init__(
+        self,
+        device: str | torch.device,
+        val_data_loader: Iterable,
+        network: torch.nn.Module,
+        prepare_batch: Callable = prepare_codes,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(device, val_data_loader, network, prepare_batch=prepare_batch, **kwargs)
+        self.seed = int(seed)
+        self.generator: torch.Generator | None = None
+
+    def _iteration(self, engine: GeneratedCodesEvaluator, batchdata: dict[str, torch.Tensor]) -> dict:  # type: ignore[override]
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        codes, labels = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking)
+        labels = labels if getattr(unwrap(engine.network), "num_classes", None) else None
+        if engine.generator is None or engine.state.iteration == 1:
+            engine.generator = torch.Generator(device=device_of(engine.network)).manual_seed(engine.seed)
+        with torch.no_grad(), autocast(engine.state.device, engine.use_amp):
+            fake = engine.inferer.sample_codes(
+                unwrap(engine.network), codes.shape[0], codes.shape[1:], labels, generator=engine.generator
+            )
+        engine.state.output = {Keys.IMAGE: codes, Keys.PRED: fake, Keys.LABEL: labels}
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output

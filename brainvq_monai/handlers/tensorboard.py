@@ -275,7 +275,8 @@ class LossTensorBoardHandler:
     the host wait for the GPU at every step. This handler keeps the detached loss tensors of each iteration on their
     device and fetches them in one copy every ``flush_every`` iterations and at the end of every epoch, then writes
     every iteration's value at its own global step: the same curve, one synchronisation per ``flush_every`` steps.
-    Tags are the output's keys (``loss``, ``recon_loss``, ...), as ``TensorBoardStatsHandler`` writes a dict.
+    Tags are the output's keys (``loss``, ``recon_loss``, ...), as ``TensorBoardStatsHandler`` writes a dict, plus the
+    output entries an engine names in its ``logged_scalars`` attribute (the DCGAN trainer's ``d_real``/``d_fake``).
 
     Args:
         summary_writer: shared TensorBoard writer.
@@ -313,10 +314,10 @@ class LossTensorBoardHandler:
         Args:
             engine: the engine.
         """
-        values = {
-            str(k): torch.as_tensor(v).detach().reshape(())
-            for k, v in self.output_transform(engine.state.output).items()
-        }
+        output = engine.state.output
+        scalars = dict(self.output_transform(output))
+        scalars.update({k: output[k] for k in getattr(engine, "logged_scalars", ()) if k in output})
+        values = {str(k): torch.as_tensor(v).detach().reshape(()) for k, v in scalars.items()}
         if values:
             self._pending.append((int(engine.state.iteration), values))
         if len(self._pending) >= self.flush_every:

@@ -32,7 +32,7 @@ from torch.nn import functional as F
 from brainvq_monai.inferers.decoding import KeepUnlessUnlikely, walk_codes
 from brainvq_monai.inferers.sampling import token_nll
 from brainvq_monai.metrics.generation import brain_mask
-from brainvq_monai.networks.nets.prior import AutoregressivePrior
+from brainvq_monai.networks.nets.prior import AutoregressivePrior, require_likelihood
 from brainvq_monai.utils.errors import BrainVQInputError
 from brainvq_monai.utils.tensors import as_generator, device_of, plain_tensor
 
@@ -143,8 +143,10 @@ def anomaly_map(
         ``(B, 1, *image)`` NLL map in nats, or ``(B, *latent)`` when ``upsample=False``.
 
     Raises:
-        BrainVQInputError: float images without a VQ-VAE, code maps to upsample, or an unknown ``mode``.
+        BrainVQInputError: float images without a VQ-VAE, code maps to upsample, an unknown ``mode``, or a prior
+            without a likelihood (the DCGAN prior).
     """
+    require_likelihood(prior, "anomaly maps")
     if upsample and not (isinstance(inputs, torch.Tensor) and inputs.is_floating_point()):
         raise BrainVQInputError("inputs", "expected float images (B, C, *image) to upsample the map to")
     codes = _codes_of(inputs, vqvae)
@@ -189,6 +191,7 @@ def heal_codes(
     Returns:
         ``(healed codes (B, *latent) long, resampled (B, *latent) bool)`` on the prior's device.
     """
+    require_likelihood(prior, "healing")
     gen = as_generator(generator, device_of(prior))
     choose = KeepUnlessUnlikely(threshold, temperature, top_k, generator=gen)
     with eval_mode(prior):

@@ -1,8 +1,9 @@
-"""One inferer for every autoregressive prior over VQ-VAE codes (Gated PixelCNN or transformer).
+"""One inferer for every prior over VQ-VAE codes (Gated PixelCNN, transformer, DCGAN).
 
 :class:`AutoregressivePriorInferer` samples images, scores images or code maps (per-token negative log-likelihood,
 the basis of anomaly maps) and encodes a dataset once into cached code maps, so prior training does not re-run the
-VQ-VAE. The VQ-VAE only needs MONAI's ``VQVAE`` interface (``index_quantize``, ``decode_samples``); it is always
+VQ-VAE. The DCGAN prior (no likelihood) is sampled and decoded the same way; its likelihood methods raise a one-line
+error. The VQ-VAE only needs MONAI's ``VQVAE`` interface (``index_quantize``, ``decode_samples``); it is always
 switched to ``eval()`` while used (MONAI's EMA quantizer updates its codebook in train mode, even under ``no_grad``)
 and its previous mode is restored afterwards.
 """
@@ -20,8 +21,9 @@ from torch import nn
 from brainvq_monai.data.codes import load_codes, save_codes
 from brainvq_monai.inferers.anomaly import HealResult, anomaly_map, heal
 from brainvq_monai.inferers.sampling import sample_codes
-from brainvq_monai.networks.nets.prior import AutoregressivePrior
+from brainvq_monai.networks.nets.prior import AutoregressivePrior, CodeMapPrior
 from brainvq_monai.utils.errors import BrainVQInputError
+from brainvq_monai.utils.state import unwrap_module
 from brainvq_monai.utils.tensors import as_generator, autocast, device_of, to_channels_last
 
 __all__ = ["AutoregressivePriorInferer"]
@@ -30,8 +32,9 @@ __all__ = ["AutoregressivePriorInferer"]
 class AutoregressivePriorInferer(Inferer):
     """Sampling, likelihood and dataset encoding for VQ-VAE + autoregressive prior models.
 
-    Works with any :class:`~brainvq_monai.networks.nets.prior.AutoregressivePrior` (Gated PixelCNN, transformer).
-    Calling the inferer returns the prior's logits ``(B, K, *latent)``, so that with MONAI engines
+    Works with any :class:`~brainvq_monai.networks.nets.prior.AutoregressivePrior` (Gated PixelCNN, transformer) and,
+    for sampling and decoding, with the :class:`~brainvq_monai.networks.nets.DCGANPrior`.
+    Calling the inferer returns the prior's logits ``(B, K, *latent)`` (of noise, for the DCGAN's generator), so that with MONAI engines
     ``loss_function=torch.nn.CrossEntropyLoss()`` and targets = code maps trains the prior::
 
         inferer = AutoregressivePriorInferer()
@@ -48,23 +51,28 @@ class AutoregressivePriorInferer(Inferer):
         class_labels: torch.Tensor | None = None,
         vqvae: nn.Module | None = None,
     ) -> torch.Tensor:
-        """Causal logits of the prior (the training forward pass).
+        """Causal logits of the prior (the training forward pass), or the DCGAN generator's logits of noise.
 
         Args:
-            inputs: ``(B, *latent)`` integer code maps, or ``(B, C, *image)`` images when ``vqvae`` is given.
+            inputs: ``(B, *latent)`` integer code maps, or ``(B, C, *image)`` images when ``vqvae`` is given; for a
+                prior that generates whole maps (:class:`~brainvq_monai.networks.nets.DCGANPrior`), ``(B, noise_dim)``
+                noise.
             network: the prior.
             class_labels: optional ``(B,)`` class labels.
             vqvae: VQ-VAE used to quantize image ``inputs`` (in eval mode, without gradients).
 
         Returns:
-            ``(B, K, *latent)`` logits; ``F.cross_entropy(logits, codes, reduction="none")`` is the per-token NLL.
+            ``(B, K, *latent)`` logits; ``F.cross_entropy(logits, codes, reduction="none")`` is the per-token NLL
+            (autoregressive priors).
         """
+        if not isinstance(unwrap_module(network), AutoregressivePrior):
+            return network(inputs.to(device_of(network)), class_labels)
         codes = self._to_codes(inputs, vqvae, "inputs")
         return network(codes.to(device_of(network)), class_labels)
 
     # ------------------------------------------------------------------ sampling
     @staticmethod
-    def _latent_shape(prior: AutoregressivePrior, latent_shape: Sequence[int] | None) -> tuple[int, ...]:
+    def _latent_shape(prior: CodeMapPrior, latent_shape: Sequence[int] | None) -> tuple[int, ...]:
         if latent_shape is None:
             latent_shape = getattr(prior, "spatial_shape", None)
             if latent_shape is None:
@@ -76,7 +84,7 @@ class AutoregressivePriorInferer(Inferer):
 
     def sample_codes(
         self,
-        prior: AutoregressivePrior,
+        prior: CodeMapPrior,
         num_samples: int,
         latent_shape: Sequence[int] | None = None,
         class_labels: torch.Tensor | None = None,
@@ -115,7 +123,7 @@ class AutoregressivePriorInferer(Inferer):
     def sample(
         self,
         vqvae: nn.Module,
-        prior: AutoregressivePrior,
+        prior: CodeMapPrior,
         num_samples: int,
         latent_shape: Sequence[int] | None = None,
         class_labels: torch.Tensor | None = None,

@@ -1,3 +1,4 @@
+from .code_maps import CodeMapDivergence, jensen_shannon_bits
 from .codebook import CodebookHistogram, CodebookPerplexity, CodesUsed, histogram_perplexity
 from .generation import (
     bootstrap_ci,
@@ -25,6 +26,8 @@ from .ssim import MS_SSIM_WEIGHTS, multiscale_ssim_metric
 from .two_sample import classifier_two_sample_test, roc_auc
 
 __all__ = [
+    "CodeMapDivergence",
+    "jensen_shannon_bits",
     "CodebookHistogram",
     "CodebookPerplexity",
     "CodesUsed",

@@ -1,17 +1,17 @@
-"""Builds either prior from one set of arguments, so a bundle switches priors with one override."""
+"""Builds any of the three priors from one set of arguments, so a bundle switches priors with one override."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from brainvq_monai.networks.nets.prior import AutoregressivePrior
+from brainvq_monai.networks.nets.prior import CodeMapPrior
 from brainvq_monai.utils.errors import BrainVQInputError
 from brainvq_monai.utils.settings import as_bool, json_ready
 
 __all__ = ["PRIORS", "build_prior"]
 
-PRIORS = ("pixelcnn", "transformer")
+PRIORS = ("pixelcnn", "transformer", "dcgan")
 # TransformerPrior options that the block-factorised transformer (block_size > 1) does not have
 _PLAIN_TRANSFORMER_ONLY = ("ordering_type", "ordering_seed", "use_cuda_graph")
 
@@ -24,11 +24,12 @@ def build_prior(
     num_classes: int | None = None,
     pixelcnn: Mapping[str, Any] | None = None,
     transformer: Mapping[str, Any] | None = None,
-) -> AutoregressivePrior:
-    """A :class:`GatedPixelCNN` or :class:`TransformerPrior` over codes of a ``latent_shape`` code map.
+    dcgan: Mapping[str, Any] | None = None,
+) -> CodeMapPrior:
+    """A :class:`GatedPixelCNN`, :class:`TransformerPrior` or :class:`DCGANPrior` over ``latent_shape`` code maps.
 
     Args:
-        prior: ``"pixelcnn"`` (2D only) or ``"transformer"``.
+        prior: ``"pixelcnn"`` (2D only), ``"transformer"`` or ``"dcgan"`` (adversarial: no likelihood).
         spatial_dims: 2 or 3.
         num_embeddings: codebook size ``K``.
         latent_shape: spatial shape of the code maps (the transformer's sequence length depends on it).
@@ -38,12 +39,14 @@ def build_prior(
             ``block_size`` > 1 a :class:`BlockTransformerPrior` over ``block_size^D`` blocks of codes is built instead
             (arguments ``block_size``, ``depth_layers`` and the shared transformer sizes), the choice for long code
             maps (``block_size`` 1 or absent: the plain transformer; ``depth_layers`` is then ignored).
+        dcgan: further arguments of :class:`DCGANPrior` (used when ``prior == "dcgan"``), e.g. ``embedding_dim`` (the
+            VQ-VAE's), ``noise_dim``, ``generator_channels``, ``discriminator_channels``, ``ema_decay``.
 
     Returns:
         the prior.
     """
     num_classes = int(num_classes) if num_classes else None
-    options = {"pixelcnn": dict(pixelcnn or {}), "transformer": dict(transformer or {})}
+    options = {"pixelcnn": dict(pixelcnn or {}), "transformer": dict(transformer or {}), "dcgan": dict(dcgan or {})}
     net = _build(prior, spatial_dims, num_embeddings, latent_shape, num_classes, options)
     #: how the prior was built, so a run can record it (``brainvq_monai.bundle.record_run_settings``)
     net.build_args = json_ready({"prior": prior, prior: options[prior]})
@@ -57,7 +60,14 @@ def _build(
     latent_shape: Sequence[int],
     num_classes: int | None,
     options: Mapping[str, dict[str, Any]],
-) -> AutoregressivePrior:
+) -> CodeMapPrior:
+    if prior == "dcgan":
+        from brainvq_monai.networks.nets.dcgan_prior import DCGANPrior
+
+        args = dict(options["dcgan"])
+        if "minibatch_std" in args:
+            args["minibatch_std"] = as_bool(args["minibatch_std"], "dcgan#minibatch_std")
+        return DCGANPrior(spatial_dims, num_embeddings, latent_shape, num_classes, **args)
     if prior == "pixelcnn":
         from brainvq_monai.networks.nets.gated_pixelcnn import GatedPixelCNN
 

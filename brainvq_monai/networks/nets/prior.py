@@ -1,6 +1,10 @@
-"""Common interface of the autoregressive priors over VQ-VAE code maps.
+"""Common interface of the priors over VQ-VAE code maps.
 
-Both priors (:class:`GatedPixelCNN` and :class:`TransformerPrior`) present the same contract, so one
+:class:`CodeMapPrior` is what every prior shares (sizes, class conditioning, :meth:`CodeMapPrior.sample_codes`);
+:class:`AutoregressivePrior` adds the likelihood contract of the autoregressive priors, and
+:class:`~brainvq_monai.networks.nets.dcgan_prior.DCGANPrior` (an adversarial prior) has no likelihood.
+
+Both autoregressive priors (:class:`GatedPixelCNN` and :class:`TransformerPrior`) present the same contract, so one
 inferer (:class:`brainvq_monai.inferers.AutoregressivePriorInferer`) samples and scores either:
 
 * ``forward(codes, class_labels)`` maps an integer code map ``(B, *S)`` to causal logits ``(B, K, *S)``:
@@ -23,8 +27,9 @@ import torch
 from torch import nn
 
 from brainvq_monai.utils.errors import BrainVQInputError
+from brainvq_monai.utils.state import unwrap_module
 
-__all__ = ["AutoregressivePrior", "IncrementalDecoder"]
+__all__ = ["AutoregressivePrior", "CodeMapPrior", "IncrementalDecoder", "require_likelihood"]
 
 
 class IncrementalDecoder(ABC):
@@ -44,8 +49,8 @@ class IncrementalDecoder(ABC):
         """
 
 
-class AutoregressivePrior(nn.Module, ABC):
-    """Base class of priors over code maps of shape ``(B, *spatial)`` with ``num_embeddings`` symbols.
+class CodeMapPrior(nn.Module):
+    """Base class of every prior over code maps of shape ``(B, *spatial)`` with ``num_embeddings`` symbols.
 
     Args:
         spatial_dims: number of spatial dimensions of the code map (2 or 3).
@@ -55,6 +60,8 @@ class AutoregressivePrior(nn.Module, ABC):
 
     #: plain-Python attributes TorchScript does not compile (``build_prior`` records how a prior was built)
     __jit_ignored_attributes__ = ["build_args"]
+    #: whether the prior defines a likelihood ``p(codes)`` (NLL, bits/dim, anomaly maps, healing)
+    has_likelihood: bool = True
 
     def __init__(self, spatial_dims: int, num_embeddings: int, num_classes: int | None = None) -> None:
         super().__init__()
@@ -101,6 +108,16 @@ class AutoregressivePrior(nn.Module, ABC):
         if values.numel() == 0 or (self.training and values.is_cuda):
             return True
         return bool(values.min() >= 0) and bool(values.max() < high)
+
+
+class AutoregressivePrior(CodeMapPrior, ABC):
+    """Base class of the autoregressive priors: causal logits, a generation order and an exact incremental decoder.
+
+    Args:
+        spatial_dims: number of spatial dimensions of the code map (2 or 3).
+        num_embeddings: codebook size ``K`` of the VQ-VAE whose codes are modelled.
+        num_classes: number of class labels for conditioning (e.g. 2 for NC/AD), or ``None``.
+    """
 
     def forward(self, codes: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
         """Causal logits ``(B, K, *S)`` for a code map: :meth:`code_logits` of :meth:`as_code_map` ``(codes)``.
@@ -167,3 +184,22 @@ class AutoregressivePrior(nn.Module, ABC):
         self, batch_size: int, spatial_shape: Sequence[int], class_labels: torch.Tensor | None = None
     ) -> IncrementalDecoder:
         """A fresh :class:`IncrementalDecoder` for sampling ``batch_size`` maps of ``spatial_shape``."""
+
+
+def require_likelihood(prior: nn.Module, what: str) -> None:
+    """Raises a one-line error when ``prior`` (possibly wrapped) has no likelihood, e.g. the DCGAN prior.
+
+    Args:
+        prior: a prior (DDP wrappers are looked through).
+        what: what needed the likelihood, for the message (e.g. ``"anomaly maps"``).
+
+    Raises:
+        BrainVQInputError: the prior defines no likelihood.
+    """
+    net = unwrap_module(prior)
+    if not getattr(net, "has_likelihood", True):
+        raise BrainVQInputError(
+            "prior",
+            f"{what} need a likelihood, and the {type(net).__name__} (an adversarial prior) has none: "
+            "use the transformer or pixelcnn prior",
+        )
