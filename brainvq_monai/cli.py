@@ -443,6 +443,60 @@ def _cmd_generation_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _step_timeouts(pairs: Sequence[str] | None) -> dict[str, float]:
+    """``NAME=SECONDS`` pairs of ``--step-timeout`` as ``{name: seconds}``."""
+    out: dict[str, float] = {}
+    for pair in pairs or ():
+        name, sep, value = pair.partition("=")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise BrainVQInputError("--step-timeout", f"expected NAME=SECONDS, got {pair!r}")
+    return out
+
+
+@_command(
+    "selfcheck",
+    "check every GPU path in one time-bounded run (CUDA tests, benchmark, 2D bundle train/eval/sample) and write "
+    "selfcheck.json and selfcheck.md; exit 3 without CUDA",
+    _arg("--device", default="cuda", help="cuda or cuda:N (default cuda)"),
+    _arg("--out", default="gpu_check", help="result folder: selfcheck.json, selfcheck.md, logs/ (default gpu_check)"),
+    _arg("--work", default=None, help="working folder: demo cohort, bundle run, checkpoints (default OUT/work)"),
+    _arg("--total-s", type=float, default=480.0, help="bound of the whole run in seconds (default 480)"),
+    _arg("--train-s", type=float, default=25.0, help="time budget of each bundle training run (default 25)"),
+    _arg("--subjects", type=int, default=60, help="demo cohort size (default 60, the bundle's)"),
+    _arg("--steps", nargs="+", default=None, metavar="NAME", help="run only these steps (default: all, in order)"),
+    _arg("--step-timeout", nargs="+", default=None, metavar="NAME=SECONDS", help="replace a step's timeout"),
+    _arg("--keep-going", action="store_true", help="after a failure, still run the steps that do not need it"),
+    _arg("--dry-run", action="store_true", help="on a CPU: resolve every step (no training, no CUDA), exit 0"),
+    _TINY,
+)
+def _cmd_selfcheck(args: argparse.Namespace) -> int:
+    from brainvq_monai.apps.selfcheck import SelfCheckSettings, run_selfcheck
+
+    settings = SelfCheckSettings(
+        out=args.out,
+        work=args.work,
+        device=args.device,
+        total_s=args.total_s,
+        train_s=args.train_s,
+        subjects=args.subjects,
+        steps=tuple(args.steps) if args.steps else None,
+        timeouts=_step_timeouts(args.step_timeout),
+        keep_going=args.keep_going,
+        dry_run=args.dry_run,
+        tiny=args.tiny,
+        command=args.command_line,
+    )
+    record = run_selfcheck(settings, build_parser())
+    for name, step in record["steps"].items():
+        print(f"  {name:<20} {step['status']:<9} {step.get('seconds', 0):6.0f} s  {step.get('detail', '')}")
+    print(record["message"])
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Builds the ``brainvq`` argument parser.
 

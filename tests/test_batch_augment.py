@@ -162,6 +162,7 @@ def test_augmented_prepare_batch():
     assert torch.equal(plain, batch["image"])
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_paths():
     x = _brains(8, (32, 32))

@@ -103,6 +103,7 @@ def test_failed_check_is_a_one_line_error(monkeypatch, tmp_path, capsys):
     assert json.loads(out.read_text()) == report  # written before the failure is reported
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_paths_run_unchanged(tmp_path):
     """Every CUDA code path of the benchmark (bf16, channels-last, fused, compile, CUDA graphs, peak memory)."""

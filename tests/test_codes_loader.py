@@ -77,6 +77,7 @@ def test_to_device_keeps_batches():
     assert ds.to(torch.device("meta")).codes.is_meta and ds.labels.is_meta
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_resident_codes():
     ds = _dataset()
