@@ -71,19 +71,25 @@ def test_vqvae_head_to_head(tiny_run):
 def test_prior_head_to_head(tiny_run):
     report, _ = tiny_run
     settings, models = report["prior"]["settings"], report["prior"]["models"]
-    assert set(models) == {"pixelcnn", "transformer"}
+    assert set(models) == {"pixelcnn", "transformer", "dcgan"}
     assert settings["steps"] == 3 and settings["num_samples"] == 2 * settings["samples_per_class"]
     p, t = models["pixelcnn"]["num_params"], models["transformer"]["num_params"]
     assert 0.8 < p / t < 1.25  # matched parameter counts
+    assert 0.5 < models["dcgan"]["sampling_params"] / t < 2  # the DCGAN's generator: the closest width
+    assert models["dcgan"]["sampling_params"] == settings["dcgan"]["generator_params"] < models["dcgan"]["num_params"]
     assert settings["pixelcnn"]["channels"] > 0
     log_k = math.log(settings["num_embeddings"])
-    for m in models.values():
-        assert 0 < m["test_nll"] < 2 * log_k
+    for name, m in models.items():
+        if name == "dcgan":  # no likelihood: no NLL, a generator loss instead of a training NLL
+            assert m["test_nll"] is None and math.isfinite(m["final_generator_loss"])
+        else:
+            assert 0 < m["test_nll"] < 2 * log_k
+        assert 0 <= m["test_code_js"] <= 1
         assert m["sampling_seconds"] > 0 and m["num_samples"] == settings["num_samples"]
         assert abs(m["seconds_per_sample"] - m["sampling_seconds"] / m["num_samples"]) < 1e-9
     gen = report["prior"]["generation"]
     assert gen["feature_net"]["trained_on"] == "training split only"
-    for name in ("pixelcnn", "transformer"):
+    for name in ("pixelcnn", "transformer", "dcgan"):
         groups = gen[name]["groups"]
         assert set(groups) == {"all", "NC", "AD"}
         assert groups["all"]["counts"]["samples"] == settings["num_samples"]
@@ -95,8 +101,17 @@ def test_prior_head_to_head(tiny_run):
 def test_table_printed(tiny_run):
     report, stdout = tiny_run
     assert report["table"] in stdout
-    for text in ("(a) VQ-VAE", "(b) Priors", "| brainvq |", "| monai |", "| pixelcnn |", "| transformer |"):
+    for text in (
+        "(a) VQ-VAE",
+        "(b) Priors",
+        "| brainvq |",
+        "| monai |",
+        "| pixelcnn |",
+        "| transformer |",
+        "| dcgan |",
+    ):
         assert text in report["table"]
+    assert "— (no likelihood)" in report["table"] and "s/brain" in report["table"]
     assert "real-vs-real floor" in report["table"] and "FID" in report["table"]
     assert report["command"] == f"brainvq compare --tiny --seed 1 --threads 1 --out {report['data']['dir'][:-5]}" + (
         f" --json {report['data']['dir'][:-5]}/report/compare.json"
@@ -156,10 +171,10 @@ def test_compare_on_a_run_folder(dims, data_format, bundle_run, tmp_path):
         assert main(["compare", "--tiny", "--run", str(root), "--out", str(tmp_path), "--json", str(json_file)]) == 0
     report = json.loads(json_file.read_text())
     assert report["data"]["run"] == str(root / "runs") and report["vqvae"]["models"] == {}
-    names = {"transformer", "block_transformer"} if dims == 3 else {"transformer", "pixelcnn"}
+    names = {"transformer", "block_transformer" if dims == 3 else "pixelcnn", "dcgan"}
     assert set(report["prior"]["models"]) == names
     assert report["prior"]["settings"]["latent_shape"] == ([2, 2, 2] if dims == 3 else [8, 8])
-    for m in report["prior"]["models"].values():
-        assert 0 < m["test_nll"] < 10 and m["num_params"] > 0
+    for name, m in report["prior"]["models"].items():
+        assert m["num_params"] > 0 and (m["test_nll"] is None if name == "dcgan" else 0 < m["test_nll"] < 10)
     printed = out.getvalue()
     assert "(a) VQ-VAE: not run" in printed and all(f"| {name} |" in printed for name in names)

@@ -130,7 +130,7 @@ def prior_additional_metrics(network: torch.nn.Module, prefix: str, dims_per_tok
     if has_likelihood(network):
         return {f"{prefix}_bits_per_dim": PriorNLL(unit="bits_per_dim", dims_per_token=float(dims_per_token))}
     k = unwrap(network).num_embeddings
-    return {f"{prefix}_codes_used": CodesUsed(k, output_transform=lambda out: out["pred"])}
+    return {f"{prefix}_generated_codes_used": CodesUsed(k, output_transform=lambda out: out["pred"])}
 
 
 def key_metric_score(engine: Engine) -> float:

@@ -226,6 +226,7 @@ def heal(
     Returns:
         a :class:`HealResult` (healed image on the VQ-VAE's device).
     """
+    require_likelihood(prior, "healing")
     codes = _codes_of(inputs, vqvae)
     healed, resampled = heal_codes(prior, codes, threshold, class_labels, temperature, top_k, generator, use_cache)
     with eval_mode(vqvae):

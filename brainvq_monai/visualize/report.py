@@ -127,7 +127,24 @@ _REC_ROWS: tuple[tuple[str, str], ...] = (
     ("test_codes_used", "codes used"),
     ("test_perplexity", "codebook perplexity"),
 )
-_PRIOR_ROWS: tuple[tuple[str, str], ...] = (("test_nll", "NLL (nats/token)"), ("test_bits_per_dim", "bits/dim"))
+_PRIOR_ROWS: tuple[tuple[str, str], ...] = (
+    ("test_nll", "NLL (nats/token)"),
+    ("test_bits_per_dim", "bits/dim"),
+    ("test_code_js", "code JS: generated vs test code maps (bits, 0 = same statistics)"),
+    ("test_generated_codes_used", "codes used by the generated maps"),
+)
+
+
+def _likelihood_note(metrics: Mapping[str, Any]) -> list[str]:
+    """A line saying that the prior has no likelihood (the DCGAN), from ``metrics.json``; nothing otherwise."""
+    note = str((metrics.get("prior") or {}).get("likelihood") or "")
+    if not note.startswith("none"):
+        return []
+    return [
+        "No NLL or bits/dim: the prior is adversarial and has no likelihood. It is scored by how far its generated "
+        "code maps are from the test codes (code JS above) and by the generation metrics below, like the other priors.",
+        "",
+    ]
 
 
 def _metric_section(metrics: Mapping[str, Any], key: str, rows: Sequence[tuple[str, str]], heading: str) -> list[str]:
@@ -172,7 +189,7 @@ def _captions(record: Mapping[str, Any]) -> dict[str, str]:
     return {
         "loss_curves": "**Training curves** (`report/loss_curves.png`), from the TensorBoard logs: every loss term "
         "per iteration (faint) with its running mean over one epoch, the epoch mean (`train_loss`), the validation "
-        "NLL of the prior, and the learning rate.",
+        "NLL of the prior (DCGAN: generator and discriminator losses, D(real) and D(fake)), and the learning rate.",
         "validation_metrics": "**Validation metrics** (`report/validation_metrics.png`) per validation epoch, from "
         "the TensorBoard logs; dashed lines: the test value of the best checkpoint from `metrics.json`.",
         "reconstructions": "**Reconstructions** (`report/reconstructions.png`): test images evenly spaced through "
@@ -229,6 +246,7 @@ def report_markdown(record: Mapping[str, Any], figures: Mapping[str, str], run_d
     md = [*_header(record, run), *_settings(record), "## Metrics", ""]
     md += _metric_section(metrics, "reconstruction", _REC_ROWS, "Reconstruction (VQ-VAE, test split)")
     md += _metric_section(metrics, "prior", _PRIOR_ROWS, f"Prior ({prior}, test split)")
+    md += _likelihood_note(metrics)
     md += generation_section((record.get("generation") or {}).get("record"), _generation_reason(run))
     return md + _figures(record, figures)
 

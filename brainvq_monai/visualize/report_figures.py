@@ -165,6 +165,7 @@ _VAL_PANELS: tuple[tuple[str, tuple[str, ...], str, tuple[str, ...]], ...] = (
     ("VQ-VAE codebook use (validation)", ("val_codes_used", "codebook/dead_codes"), "codes", ("test_codes_used",)),
     ("VQ-VAE codebook perplexity (validation)", ("val_perplexity",), "perplexity", ("test_perplexity",)),
     ("Prior validation NLL", ("val_nll",), "NLL (nats/token)", ("test_nll",)),
+    ("Prior (no likelihood): generated vs validation codes", ("val_code_js",), "code JS (bits)", ("test_code_js",)),
 )
 
 

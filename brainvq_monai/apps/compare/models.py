@@ -74,7 +74,8 @@ def build_priors(
     cfg: Mapping[str, Any], latent: Sequence[int], num_classes: int, seed: int
 ) -> tuple[dict[str, torch.nn.Module], dict[str, Any]]:
     """The transformer from the mode's settings and, on 2D codes, the Gated PixelCNN whose width best matches its
-    parameter count; on 3D codes (the PixelCNN is 2D only) the block transformer of the same sizes.
+    parameter count; on 3D codes (the PixelCNN is 2D only) the block transformer of the same sizes; and the DCGAN prior
+    whose generator (the network that samples) best matches the transformer's parameter count.
 
     Args:
         cfg: a mode of :data:`~brainvq_monai.apps.compare.settings.MODES`.
@@ -83,7 +84,7 @@ def build_priors(
         seed: seed of the weights.
 
     Returns:
-        ``({"pixelcnn" or "block_transformer": ..., "transformer": ...}, settings of both)``.
+        ``({"pixelcnn" or "block_transformer": ..., "transformer": ..., "dcgan": ...}, settings of each)``.
     """
     from brainvq_monai.networks.nets.gated_pixelcnn import GatedPixelCNN
     from brainvq_monai.networks.nets.transformer_prior import TransformerPrior
@@ -101,9 +102,11 @@ def build_priors(
         ordering_type="raster_scan",
         **cfg["transformer"],
     )
-    if dims == 3:
-        return _transformer_pair(cfg, transformer, latent, num_classes, seed)
     target = num_params(transformer)
+    dcgan, dcgan_settings = _matched_dcgan(cfg, target, latent, num_classes, seed)
+    if dims == 3:
+        priors, settings = _transformer_pair(cfg, transformer, latent, num_classes, seed)
+        return {**priors, "dcgan": dcgan}, {**settings, "dcgan": dcgan_settings}
     pcfg = dict(cfg["pixelcnn"])
 
     def pixelcnn(channels: int) -> GatedPixelCNN:
@@ -120,8 +123,37 @@ def build_priors(
             "use_checkpointing": False,
         },
         "pixelcnn": {**pcfg, "channels": best, "dropout": dropout, "width_chosen_to_match_transformer_params": True},
+        "dcgan": dcgan_settings,
     }
-    return {"pixelcnn": pcnn, "transformer": transformer}, settings
+    return {"pixelcnn": pcnn, "transformer": transformer, "dcgan": dcgan}, settings
+
+
+def _matched_dcgan(
+    cfg: Mapping[str, Any], target: int, latent: Sequence[int], num_classes: int, seed: int
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The DCGAN prior (generator ``4w, 2w, w``, discriminator ``w, 2w, 4w``) whose generator has about ``target``
+    parameters."""
+    from brainvq_monai.networks.nets.dcgan_prior import DCGANPrior
+
+    def dcgan(width: int) -> DCGANPrior:
+        return DCGANPrior(
+            len(latent), cfg["num_embeddings"], tuple(latent), num_classes, embedding_dim=cfg["embedding_dim"],
+            generator_channels=(4 * width, 2 * width, width), discriminator_channels=(width, 2 * width, 4 * width),
+            **cfg["dcgan"],
+        )  # fmt: skip
+
+    best = min(range(2, 257, 2), key=lambda w: abs(num_params(dcgan(w).generator) - target))
+    torch.manual_seed(seed)
+    net = dcgan(best)
+    settings = {
+        **cfg["dcgan"],
+        "generator_channels": [4 * best, 2 * best, best],
+        "discriminator_channels": [best, 2 * best, 4 * best],
+        "generator_params": num_params(net.generator),
+        "discriminator_params": num_params(net.discriminator),
+        "width_chosen_to_match_transformer_params": "generator",
+    }
+    return net, settings
 
 
 def _transformer_pair(
@@ -152,7 +184,8 @@ def sample_images(
     seed: int,
     device: torch.device,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Samples one image per entry of ``labels`` with the fast exact sampler; times sampling and decoding.
+    """Samples one image per entry of ``labels`` (autoregressive priors: the fast exact sampler; the DCGAN: one
+    generator pass); times sampling and decoding.
 
     Args:
         prior: the trained prior.
@@ -163,7 +196,8 @@ def sample_images(
         device: the device of both networks.
 
     Returns:
-        ``(images (M, 1, H, W) in [0, 1] on the CPU, {"sampling_seconds", "decode_seconds", "num_samples"})``.
+        ``(images (M, 1, H, W) in [0, 1] on the CPU, codes (M, *latent) on the CPU, {"sampling_seconds",
+        "decode_seconds", "num_samples"})``.
     """
     from brainvq_monai.inferers.prior_inferer import AutoregressivePriorInferer
 
@@ -185,4 +219,4 @@ def sample_images(
     sync()
     end = time.perf_counter()
     timing = {"sampling_seconds": mid - start, "decode_seconds": end - mid, "num_samples": int(labels.shape[0])}
-    return images.cpu(), timing
+    return images.cpu(), codes.cpu(), timing

@@ -23,6 +23,7 @@ from brainvq_monai.apps.compare.training import (
     train_prior,
     train_vqvae,
 )
+from brainvq_monai.metrics import CodeMapDivergence
 from brainvq_monai.utils.environment import device_info, versions
 from brainvq_monai.utils.errors import BrainVQInputError
 
@@ -201,10 +202,17 @@ def _encode(vqvae: torch.nn.Module, images: torch.Tensor, dev: torch.device) -> 
     return torch.cat([vqvae.index_quantize(images[i : i + 64].to(dev)).cpu() for i in range(0, len(images), 64)])
 
 
+def code_map_divergence(generated: torch.Tensor, real: torch.Tensor, num_embeddings: int) -> float:
+    """:class:`~brainvq_monai.metrics.CodeMapDivergence` of generated vs real code maps (bits; 0: same statistics)."""
+    metric = CodeMapDivergence(num_embeddings)
+    metric.update((generated, real))
+    return metric.compute()
+
+
 def _compare_priors(
     cfg: Mapping[str, Any], data: _Data, vqvae: torch.nn.Module, seed: int, dev: torch.device
 ) -> tuple[dict[str, Any], dict[str, tuple[torch.Tensor, torch.Tensor]]]:
-    """(b): both priors trained on the same batches of our VQ-VAE's codes; returns the section and their samples."""
+    """(b): the priors trained on the same batches of our VQ-VAE's codes; returns the section and their samples."""
     _say("[3/5] caching codes of our VQ-VAE")
     train_codes, test_codes = _encode(vqvae, data.train_x, dev), _encode(vqvae, data.test_x, dev)
     latent = tuple(train_codes.shape[1:])
@@ -214,15 +222,21 @@ def _compare_priors(
     models: dict[str, Any] = {}
     samples: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for i, (name, prior) in enumerate(priors.items()):
-        _say(f"[4/5] prior {i + 1}/2 ({name}, {num_params(prior)} parameters): {len(plan)} steps + sampling")
-        train_info = train_prior(prior, train_codes, data.train_y, plan, cfg["prior_lr"], seed, dev)
-        images, timing = sample_images(prior, vqvae, latent, sample_labels, seed, dev)
+        _say(
+            f"[4/5] prior {i + 1}/{len(priors)} ({name}, {num_params(prior)} parameters): {len(plan)} steps + sampling"
+        )
+        lr = cfg["dcgan_lr"] if name == "dcgan" else cfg["prior_lr"]
+        train_info = train_prior(prior, train_codes, data.train_y, plan, lr, seed, dev, vqvae=vqvae)
+        images, codes, timing = sample_images(prior, vqvae, latent, sample_labels, seed, dev)
         samples[name] = (images, sample_labels)
         models[name] = {
             "class": type(prior).__name__,
             "num_params": num_params(prior),
+            "sampling_params": num_params(getattr(prior, "generator", prior)),
+            "lr": lr,
             **train_info,
             "test_nll": prior_test_nll(prior, test_codes, data.test_y, dev),
+            "test_code_js": code_map_divergence(codes, test_codes, cfg["num_embeddings"]),
             **timing,
             "seconds_per_sample": timing["sampling_seconds"] / timing["num_samples"],
         }
@@ -233,14 +247,16 @@ def _compare_priors(
         "num_embeddings": cfg["num_embeddings"],
         "optimizer": "Adam",
         "lr": cfg["prior_lr"],
-        "loss": "cross-entropy (NLL) of the codes",
-        "trainer": "brainvq_monai.engines.PriorTrainer (fp32, no gradient clipping)",
+        "loss": "cross-entropy (NLL) of the codes; DCGAN: non-saturating logistic GAN loss (no likelihood)",
+        "trainer": "brainvq_monai.engines.PriorTrainer / DCGANTrainer (fp32, no gradient clipping)",
+        "dcgan_lr": cfg["dcgan_lr"],
+        "code_js": "CodeMapDivergence (4x4 regions) of the samples' codes vs the test codes, bits; 0 = same",
         "steps": len(plan),
         "batch_size": int(plan[0].numel()),
         "same_batches": True,
         "samples_per_class": cfg["samples_per_class"],
         "num_samples": int(sample_labels.numel()),
-        "sampler": "AutoregressivePriorInferer.sample_codes(use_cache=True), temperature 1",
+        "sampler": "AutoregressivePriorInferer.sample_codes(use_cache=True), temperature 1 (DCGAN: one generator pass)",
         **prior_settings,
     }
     return {"settings": settings, "models": models}, samples

@@ -21,7 +21,9 @@ TUTORIAL_VQVAE: dict[str, Any] = {
 }
 TUTORIAL_LR = 1e-4
 
-# Run sizes. ``channels`` overrides the tutorial's (256, 256) (and num_res_channels) on both sides equally.
+# Run sizes. ``channels`` overrides the tutorial's (256, 256) (and num_res_channels) on both sides equally. The DCGAN
+# prior's widths are chosen to match the transformer's parameter count (its generator, the network that samples); it
+# trains with its own Adam settings (``dcgan_lr``, betas 0.5/0.999), one discriminator + one generator step per step.
 MODES: dict[str, dict[str, Any]] = {
     "full": {
         "subjects": 40,
@@ -37,6 +39,8 @@ MODES: dict[str, dict[str, Any]] = {
         "prior_lr": 1e-3,
         "transformer": {"attn_layers_dim": 128, "attn_layers_depth": 6, "attn_layers_heads": 8},
         "pixelcnn": {"num_layers": 12, "kernel_size": 5},
+        "dcgan": {"noise_dim": 128},
+        "dcgan_lr": 2e-4,
         "prior_dropout": 0.1,
         "samples_per_class": 128,
         "feature_epochs": 30,
@@ -58,6 +62,8 @@ MODES: dict[str, dict[str, Any]] = {
         "prior_lr": 1e-3,
         "transformer": {"attn_layers_dim": 64, "attn_layers_depth": 4, "attn_layers_heads": 4},
         "pixelcnn": {"num_layers": 8, "kernel_size": 5},
+        "dcgan": {"noise_dim": 64},
+        "dcgan_lr": 2e-4,
         "prior_dropout": 0.1,
         "samples_per_class": 32,
         "feature_epochs": 10,
@@ -79,6 +85,8 @@ MODES: dict[str, dict[str, Any]] = {
         "prior_lr": 1e-3,
         "transformer": {"attn_layers_dim": 16, "attn_layers_depth": 1, "attn_layers_heads": 2},
         "pixelcnn": {"num_layers": 2, "kernel_size": 3},
+        "dcgan": {"noise_dim": 8},
+        "dcgan_lr": 2e-4,
         "prior_dropout": 0.0,
         "samples_per_class": 4,
         "feature_epochs": 1,

@@ -80,11 +80,14 @@ def _prior_lines(section: Mapping[str, Any]) -> list[str]:
     ps = section["settings"]
     lines = [
         f"### (b) Priors on the same codes (latent {'x'.join(map(str, ps['latent_shape']))}, K = "
-        f"{ps['num_embeddings']}), {ps['steps']} steps x batch {ps['batch_size']}, Adam lr {ps['lr']:g}, "
-        f"conditional on AD/NC; {ps['num_samples']} samples ({ps['samples_per_class']} per class)",
+        f"{ps['num_embeddings']}), {ps['steps']} steps x batch {ps['batch_size']}, Adam lr {ps['lr']:g}"
+        + (f" (DCGAN: {ps['dcgan_lr']:g}, betas 0.5/0.999)" if "dcgan" in section["models"] else "")
+        + f", conditional on AD/NC; {ps['num_samples']} samples ({ps['samples_per_class']} per class). "
+        "Code JS: divergence of the samples' code statistics from the test codes' (4x4 regions, bits, lower is "
+        "better); the DCGAN has no likelihood, so no NLL.",
         "",
-        "| prior | config | params | test NLL (nats/token) | sampling s | s/sample | train s |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| prior | config | params (sampling net) | test NLL (nats/token) | code JS | sampling s | s/brain | train s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, m in section["models"].items():
         conf = ps[name]
@@ -93,11 +96,16 @@ def _prior_lines(section: Mapping[str, Any]) -> list[str]:
                 f"dim {conf['attn_layers_dim']}, depth {conf['attn_layers_depth']}, {conf['attn_layers_heads']} heads"
                 + (f", blocks of {conf['block_size']}^D codes" if name == "block_transformer" else "")
             )
+        elif name == "dcgan":
+            desc = f"G {conf['generator_channels']}, D {conf['discriminator_channels']}, noise {conf['noise_dim']}"
         else:
             desc = f"{conf['channels']} ch, {conf['num_layers']} layers, kernel {conf['kernel_size']}"
+        sampling = m.get("sampling_params", m["num_params"])
+        params = f"{m['num_params']:,}" + (f" ({sampling:,})" if sampling != m["num_params"] else "")
+        nll = "— (no likelihood)" if m["test_nll"] is None else _fmt(m["test_nll"], 4)
         lines.append(
-            f"| {name} | {desc} | {m['num_params']:,} | {_fmt(m['test_nll'], 4)} | {_fmt(m['sampling_seconds'], 2)} "
-            f"| {_fmt(m['seconds_per_sample'])} | {_secs(m['train_seconds'])} |"
+            f"| {name} | {desc} | {params} | {nll} | {_fmt(m.get('test_code_js'), 3)} "
+            f"| {_fmt(m['sampling_seconds'], 2)} | {_fmt(m['seconds_per_sample'])} | {_secs(m['train_seconds'])} |"
         )
     return [*lines, "", *_generation_table(section["generation"])]
 

@@ -16,7 +16,14 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
-from brainvq_monai.engines import PriorEvaluator, PriorTrainer, VQVAEEvaluator, VQVAETrainer
+from brainvq_monai.engines import (
+    DCGANTrainer,
+    PriorEvaluator,
+    PriorTrainer,
+    VQVAEEvaluator,
+    VQVAETrainer,
+    has_likelihood,
+)
 
 __all__ = ["TensorBatches", "batch_plan", "evaluate_vqvae", "prior_test_nll", "train_prior", "train_vqvae"]
 
@@ -134,8 +141,13 @@ def train_prior(
     lr: float,
     seed: int,
     device: torch.device,
+    vqvae: torch.nn.Module | None = None,
 ) -> dict[str, Any]:
-    """Class-conditional next-token cross-entropy with :class:`~brainvq_monai.engines.PriorTrainer` (Adam, no clipping).
+    """Trains a prior class-conditionally on the batches of ``plan``, no gradient clipping.
+
+    Autoregressive priors: next-token cross-entropy with :class:`~brainvq_monai.engines.PriorTrainer` (Adam). The
+    DCGAN prior: one discriminator and one generator step per batch with :class:`~brainvq_monai.engines.DCGANTrainer`
+    (Adam, betas 0.5/0.999, the DCGAN setting), on ``vqvae``'s codebook.
 
     Args:
         prior: the prior (trained in place, moved to ``device``).
@@ -143,24 +155,30 @@ def train_prior(
         labels: ``(N,)`` class labels.
         plan: the batches (:func:`batch_plan`).
         lr: Adam learning rate.
-        seed: seed of the dropout draws (set when training starts).
+        seed: seed of the dropout (and noise) draws (set when training starts).
         device: the device.
+        vqvae: the VQ-VAE whose codes these are (the DCGAN's discriminator reads its codebook).
 
     Returns:
-        ``train_seconds`` and ``final_train_nll`` (mean over the last tenth of the steps).
+        ``train_seconds`` and ``final_train_nll`` (autoregressive) or ``final_generator_loss`` (DCGAN), means over
+        the last tenth of the steps.
     """
     prior.to(device)
+    likelihood = has_likelihood(prior)
 
     def make(batches: TensorBatches) -> Engine:
-        trainer = PriorTrainer(
-            device, 1, batches, prior, torch.optim.Adam(prior.parameters(), lr=lr),
-            grad_clip_norm=None, epoch_length=len(batches),
-        )  # fmt: skip
+        if likelihood:
+            optimizer = torch.optim.Adam(prior.parameters(), lr=lr)
+            trainer = PriorTrainer(device, 1, batches, prior, optimizer, grad_clip_norm=None, epoch_length=len(batches))
+        else:
+            optimizer = torch.optim.Adam(prior.parameters(), lr=lr, betas=(0.5, 0.999))
+            trainer = DCGANTrainer(device, 1, batches, prior, optimizer, autoencoder=vqvae, epoch_length=len(batches))
         trainer.add_event_handler(Events.STARTED, lambda _: torch.manual_seed(seed))
         return trainer
 
     out = _run_trainer(make, TensorBatches(plan, codes=codes, label=labels), device)
-    return {"train_seconds": out["train_seconds"], "final_train_nll": out["final_loss"]}
+    key = "final_train_nll" if likelihood else "final_generator_loss"
+    return {"train_seconds": out["train_seconds"], key: out["final_loss"]}
 
 
 def evaluate_vqvae(
@@ -212,8 +230,9 @@ def evaluate_vqvae(
 
 def prior_test_nll(
     prior: torch.nn.Module, codes: torch.Tensor, labels: torch.Tensor, device: torch.device, batch_size: int = 64
-) -> float:
-    """Mean test NLL (nats per token) of the codes with :class:`~brainvq_monai.engines.PriorEvaluator`.
+) -> float | None:
+    """Mean test NLL (nats per token) of the codes with :class:`~brainvq_monai.engines.PriorEvaluator`; ``None`` for
+    a prior without a likelihood (the DCGAN).
 
     Args:
         prior: the prior.
@@ -223,10 +242,12 @@ def prior_test_nll(
         batch_size: code maps per batch.
 
     Returns:
-        the NLL over every token of every code map.
+        the NLL over every token of every code map, or ``None``.
     """
     from brainvq_monai.metrics import PriorNLL
 
+    if not has_likelihood(prior):
+        return None
     batches = TensorBatches.in_order(batch_size, codes=codes, label=labels)
     evaluator = PriorEvaluator(
         device, batches, prior.to(device), epoch_length=len(batches), key_val_metric={"test_nll": PriorNLL()}

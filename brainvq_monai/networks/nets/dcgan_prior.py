@@ -129,7 +129,8 @@ class CodeMapDiscriminator(nn.Module):
         spatial_dims: 2 or 3.
         embedding_dim: channels ``D`` of the code embeddings (the VQ-VAE's ``embedding_dim``).
         num_classes: number of classes for the projection term, or ``None``.
-        channels: feature channels; the first convolution keeps the size, each further one halves it.
+        channels: feature channels; the first convolution keeps the size, each further one (3-wide, stride 2) halves
+            it, rounding up, so any code map size works.
         minibatch_std: append the minibatch standard-deviation channel before the last convolution.
     """
 
@@ -147,7 +148,7 @@ class CodeMapDiscriminator(nn.Module):
         layers: list[nn.Module] = [spectral_norm(conv(int(embedding_dim), channels[0], 3, padding=1))]
         layers.append(nn.LeakyReLU(0.2, inplace=True))
         for c_in, c_out in zip(channels[:-1], channels[1:]):
-            layers += [spectral_norm(conv(c_in, c_out, 4, stride=2, padding=1)), nn.LeakyReLU(0.2, inplace=True)]
+            layers += [spectral_norm(conv(c_in, c_out, 3, stride=2, padding=1)), nn.LeakyReLU(0.2, inplace=True)]
         if minibatch_std:
             layers.append(_MinibatchStd())
         last = channels[-1] + (1 if minibatch_std else 0)
