@@ -4,6 +4,6 @@ VQ-VAE compression of brain MRI into codebook indices, autoregressive priors (Ga
 decoder-only transformer) over those codes, MONAI bundles with Ignite workflows, and offline evaluation.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = ["__version__"]

@@ -209,7 +209,7 @@ def test_code_map_divergence_sees_codes_and_where_they_are():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("dims", [2, 3])
-def test_bundle_trains_evaluates_and_samples_the_dcgan_prior(dims, tmp_path, demo_cohort):
+def test_bundle_trains_evaluates_and_samples_the_dcgan_prior(dims, tmp_path, demo_cohort, capsys):
     """``train_prior.json --prior dcgan`` (the 2D bundle through ``python -m monai.bundle run``), then the test
     workflow and sampling with the same configs as the other priors; TensorBoard gets both losses and D(real)/D(fake)."""
     import json
@@ -238,3 +238,24 @@ def test_bundle_trains_evaluates_and_samples_the_dcgan_prior(dims, tmp_path, dem
     events.Reload()
     assert {"g_loss", "d_loss", "d_real", "d_fake", "val_code_js"} <= set(events.Tags()["scalars"])
     assert "prior_samples" in events.Tags()["images"]
+    if dims == 2:  # the anomaly command needs a likelihood: one line, exit status 2, before any work
+        from brainvq_monai.cli import main
+
+        assert main(["anomaly", "--run", str(tmp_path), "--out", str(tmp_path / "anomaly")]) == 2
+        assert not (tmp_path / "anomaly").exists()
+        assert "anomaly maps need a likelihood" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_dcgan_trains_under_bf16_and_samples_on_cuda():
+    net = tiny_dcgan().cuda()
+    batches = [{k: v.cuda() for k, v in b.items()} for b in code_batches()]
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.5, 0.999), fused=True)
+    trainer = DCGANTrainer("cuda", 2, batches, net, optimizer, amp=True, epoch_length=len(batches))
+    trainer.run()
+    assert torch.isfinite(trainer.state.output["g_loss"]) and torch.isfinite(trainer.state.output["d_loss"])
+    codes = AutoregressivePriorInferer().sample_codes(
+        net, 4, class_labels=torch.tensor([0, 1, 0, 1]).cuda(), generator=0
+    )
+    assert codes.is_cuda and codes.shape == (4, 8, 8) and int(codes.max()) < K

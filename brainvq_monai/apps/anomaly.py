@@ -33,6 +33,7 @@ from brainvq_monai.apps.anomaly_page import anomaly_figure, anomaly_markdown
 from brainvq_monai.apps.run_loader import RunArtifacts, load_run
 from brainvq_monai.bundle.anomaly import save_anomaly_outputs
 from brainvq_monai.inferers.anomaly import SCORE_COLUMNS, auroc, likelihood_threshold
+from brainvq_monai.networks.nets.prior import require_likelihood
 from brainvq_monai.utils.errors import BrainVQInputError
 from brainvq_monai.utils.tensors import device_of
 
@@ -213,6 +214,7 @@ def run_anomaly(
     if batch_size is not None and batch_size < 1:
         raise BrainVQInputError("--batch-size", f"must be >= 1, got {batch_size}")
     artifacts = load_run(run, device)
+    require_likelihood(artifacts.prior, "anomaly maps")
     normal = normal_class(artifacts)
     test_items = _check_test_labels(artifacts, normal)
     out_dir = Path(os.path.abspath(os.fspath(out))) if out is not None else artifacts.run_dir / "anomaly"

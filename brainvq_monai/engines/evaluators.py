@@ -23,6 +23,7 @@ from brainvq_monai.engines.utils import (
 )
 from brainvq_monai.inferers import AutoregressivePriorInferer, VQVAEInferer
 from brainvq_monai.inferers.anomaly import brain_mask, masked_mean, region_mask, residual_map
+from brainvq_monai.networks.nets.prior import require_likelihood
 from brainvq_monai.utils.errors import BrainVQInputError
 from brainvq_monai.utils.settings import as_bool
 from brainvq_monai.utils.tensors import device_of, plain_tensor
@@ -356,6 +357,9 @@ class AnomalyEvaluator(_BrainVQEvaluator):
         val_handlers: handlers (e.g. the anomaly writer).
         image_key: the image key of the batches.
         kwargs: further arguments of :class:`monai.engines.SupervisedEvaluator`.
+
+    Raises:
+        BrainVQInputError: a prior without a likelihood (the DCGAN), or a class label that is not one of the prior's.
     """
 
     inferer_class = AutoregressivePriorInferer
@@ -378,6 +382,7 @@ class AnomalyEvaluator(_BrainVQEvaluator):
         image_key: str = "image",
         **kwargs: Any,
     ) -> None:
+        require_likelihood(network, "anomaly maps")
         super().__init__(
             device, val_data_loader, network, prepare_batch=_keep_batch, inferer=inferer, val_handlers=val_handlers,
             **kwargs,
