@@ -471,6 +471,8 @@ def _transformer_rows(
             row = _transformer_case(
                 variant, mode, reference, li, batch, device, plan, base_cfg, seed, probe, why, spare
             )
+            probe = (None, probe[1], probe[2])  # ours' model is released: later peaks measure their own model only
+            _free(device)
             budget.rows_done([row])
             rows.append(row)
         del probe
