@@ -9,13 +9,17 @@ and NIfTI volumes) written to a temporary folder and removed afterwards. Cases:
   not once per slice), plus PNG slices and 3D volumes;
 * ``augment_per_sample_*``: one epoch of the cached items through the per-sample MONAI random augmentation in a
   MONAI ``DataLoader`` with 0, 2 (and, with more cores, ``min(8, cpu_count)``) workers (persistent workers; the
-  second epoch is timed, worker start-up is reported apart);
+  epochs after the first are timed, worker start-up is reported apart);
 * ``augment_batched_*``: :class:`~brainvq_monai.transforms.batch.RandBrainAugment` on the benchmark device at
   batch 64 (2D) / 2 (3D), and ``feed_batched_augment_2d``: the whole feed of that design (cached deterministic part,
   ``DataLoader`` without workers, :class:`~brainvq_monai.transforms.batch.AugmentedPrepareBatch` to the device);
 * ``codes_*``: prior-training batches of 32x32 code maps at batch 64: MONAI ``DataLoader(CodesDataset)`` (per-item
   collation) against :func:`~brainvq_monai.data.codes.codes_dataloader` (one gather per batch, the dataset on the
   device), both through ``prepare_codes``.
+
+Within each part the compared cases run interleaved (one fill / epoch / batch of each per repeat), and each row
+reports its median rate, the spread over repeats and the median per-repeat ratio to its reference. The repeats of
+each part fit its share of the section budget (at least one repeat always runs).
 
 Rows of 2D training feeds carry ``config["role"] = "vqvae_2d_feed"`` and the codes loaders ``"prior_feed"``, so the
 report can put them next to the trainers' consumption rates.
@@ -27,7 +31,9 @@ import contextlib
 import functools
 import io
 import logging
+import math
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -36,7 +42,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from brainvq_monai.apps.benchmark.timing import make_row, sync, time_fn
+from brainvq_monai.apps.benchmark.budget import Budget
+from brainvq_monai.apps.benchmark.timing import Interleaved, make_row, paired, spread, sync, time_interleaved
 from brainvq_monai.utils.format import fmt as _fmt
 
 __all__ = ["format_rows", "run"]
@@ -100,10 +107,33 @@ def _count_images(loader: Any) -> int:
     return sum(len(b["image"]) for b in loader)
 
 
-def _caching_rows(
-    png: list[dict], slices: list[dict], vols: list[dict], s: dict[str, Any], tmp: Path, seed: int
-) -> tuple[list[dict], dict[str, Any]]:
+def _slice_fill(slices: list[dict], s: dict[str, Any], seed: int, read_cache: int, persistent_dir: Path | None):
+    """One first fill of the NIfTI-slice items with a fresh transform (empty volume cache): CacheDataset, or a
+    PersistentDataset read once in datalist order into a fresh folder."""
     from monai.data import CacheDataset, PersistentDataset
+
+    from brainvq_monai.transforms.pipeline import brain_transforms
+
+    threads = min(4, os.cpu_count() or 1)
+    fills = {"count": 0}
+
+    def fill() -> Any:
+        xform = brain_transforms(2, s["size2d"], train=True, from_volume_slices=True, read_cache=read_cache)
+        xform.set_random_state(seed)
+        if persistent_dir is None:
+            return CacheDataset(slices, xform, num_workers=threads, progress=False)
+        fills["count"] += 1
+        ds = PersistentDataset(slices, xform, cache_dir=persistent_dir / f"fill{fills['count']}")
+        _read_all(ds)
+        return ds
+
+    return fill
+
+
+def _caching_rows(
+    png: list[dict], slices: list[dict], vols: list[dict], s: dict[str, Any], tmp: Path, seed: int, available_s: float
+) -> tuple[list[dict], dict[str, Any]]:
+    from monai.data import CacheDataset
 
     from brainvq_monai.transforms.pipeline import SLICE_READ_CACHE, brain_transforms
 
@@ -112,37 +142,31 @@ def _caching_rows(
     base = {"role": "caching", "caching_threads": threads}
     slice_cfg = {**base, "layout": "nifti axial slices", "spatial_size": list(s["size2d"]), "items": len(slices),
                  "volumes": len(vols)}  # fmt: skip
-    ref_rates: dict[str, float] = {}
+    calls = []
     for kind in ("cachedataset", "persistent"):
         for read_cache in (0, SLICE_READ_CACHE):
-            xform = brain_transforms(2, s["size2d"], train=True, from_volume_slices=True, read_cache=read_cache)
-            xform.set_random_state(seed)
             on = "on" if read_cache else "off"
-            extra: dict[str, Any] = {}
-            if kind == "cachedataset":
-                seconds, _ = _timed(CacheDataset, slices, xform, num_workers=threads, progress=False)
-                what = f"CacheDataset({threads} threads) of the deterministic part, volume cache {on}"
-            else:
-                ds = PersistentDataset(slices, xform, cache_dir=tmp / f"persistent_{on}")
-                seconds, _ = _timed(_read_all, ds)
-                seconds2, _ = _timed(_read_all, ds)
-                extra = {"epoch2_samples_per_s": len(slices) / seconds2}
+            folder = tmp / f"persistent_{on}" if kind == "persistent" else None
+            calls.append(
+                (f"cache_nifti_slices_{kind}_volumecache_{on}", _slice_fill(slices, s, seed, read_cache, folder))
+            )
+    rec = time_interleaved(calls, "cpu", max_repeats=s["repeats"], available_s=available_s, warmup=0)
+    for kind in ("cachedataset", "persistent"):
+        ref = f"cache_nifti_slices_{kind}_volumecache_off"
+        for on in ("off", "on"):
+            case = f"cache_nifti_slices_{kind}_volumecache_{on}"
+            results = _rates(rec, case, len(slices), ref)
+            results["seconds_total"] = results.pop("seconds")
+            what = f"CacheDataset({threads} threads) of the deterministic part, volume cache {on}"
+            note = None
+            if kind == "persistent":
+                seconds2, _ = _timed(_read_all, rec.outputs[case])
+                results["epoch2_samples_per_s"] = len(slices) / seconds2
                 what = f"PersistentDataset first epoch in datalist order (computes + saves), volume cache {on}"
-            rate = len(slices) / seconds
-            if not read_cache:
-                ref_rates[kind] = rate
+                note = "PersistentDataset rate includes the random tail (~1 ms/sample)"
+            cfg = {**slice_cfg, "read_cache_volumes": SLICE_READ_CACHE if on == "on" else 0, "order": _order(rec)}
             rows.append(
-                make_row(
-                    SECTION,
-                    f"cache_nifti_slices_{kind}_volumecache_{on}",
-                    {**slice_cfg, "read_cache_volumes": read_cache},
-                    {"samples_per_s": rate, "seconds_total": seconds, "speedup": rate / ref_rates[kind], **extra},
-                    reference=None if not read_cache else f"cache_nifti_slices_{kind}_volumecache_off",
-                    ours=what,
-                    note="PersistentDataset rate includes the random tail (~1 ms/sample)"
-                    if kind == "persistent"
-                    else None,
-                )
+                make_row(SECTION, case, cfg, results, reference=ref if on == "on" else None, ours=what, note=note)
             )
     # PNG slices and 3D volumes: the bundles' CacheDataset (their per-epoch datasets below reuse these)
     for name, items, xform, cfg in (
@@ -173,17 +197,19 @@ def _caching_rows(
     return rows, cached
 
 
-def _epoch_rows(cached: dict[str, Any], s: dict[str, Any], seed: int) -> tuple[list[dict], dict[str, float]]:
+def _epoch_rows(
+    cached: dict[str, Any], s: dict[str, Any], seed: int, available_s: float
+) -> tuple[list[dict], dict[str, float]]:
     from monai.data import DataLoader
     from torch.utils.data import Subset
 
+    deadline = time.perf_counter() + available_s
     rows, per_sample = [], {}
     for dims, name, n, batch in ((2, "png_2d", s["n2d"], s["batch2d"]), (3, "volumes_3d", s["n3d"], s["batch3d"])):
         ds = cached[name]
         epoch = Subset(ds, [i % len(ds) for i in range(n)])  # the cached items repeated to an epoch of n samples
-        w0 = None
-        for workers in s["workers"]:
-            loader = DataLoader(
+        loaders = {
+            workers: DataLoader(
                 epoch,
                 batch_size=batch,
                 shuffle=True,
@@ -191,51 +217,53 @@ def _epoch_rows(cached: dict[str, Any], s: dict[str, Any], seed: int) -> tuple[l
                 persistent_workers=workers > 0,
                 generator=torch.Generator().manual_seed(seed),
             )
-            first, _ = _timed(_count_images, loader)
-            seconds, count = _timed(_count_images, loader)
-            del loader  # stops persistent workers
-            rate = count / seconds
-            w0 = rate if workers == 0 else w0
-            per_sample[f"{dims}d_w{workers}"] = rate
+            for workers in s["workers"]
+        }
+        share = (deadline - time.perf_counter()) * (0.6 if dims == 2 else 1.0)
+        calls = [
+            (f"augment_per_sample_{dims}d_workers{w}", functools.partial(_count_images, loader))
+            for w, loader in loaders.items()
+        ]
+        rec = time_interleaved(calls, "cpu", max_repeats=s["repeats"], available_s=share)  # warm-up: 1st epoch
+        del calls, loaders  # stops persistent workers
+        ref = f"augment_per_sample_{dims}d_workers0"
+        for workers in s["workers"]:
+            case = f"augment_per_sample_{dims}d_workers{workers}"
+            results = _rates(rec, case, n, ref)
+            results.pop("seconds")
+            results["seconds_per_sample_per_worker"] = max(workers, 1) / results["samples_per_s"]
+            results["first_epoch_samples_per_s"] = n / rec.warmup_seconds[case]
+            per_sample[f"{dims}d_w{workers}"] = results["samples_per_s"]
             rows.append(
                 make_row(
                     SECTION,
-                    f"augment_per_sample_{dims}d_workers{workers}",
+                    case,
                     {
                         "role": "vqvae_2d_feed" if dims == 2 else "vqvae_3d_feed",
                         "spatial_size": list(s["size2d"] if dims == 2 else s["size3d"]),
                         "batch": batch,
                         "workers": workers,
                         "samples_per_epoch": n,
+                        "order": _order(rec),
                     },
-                    {
-                        "samples_per_s": rate,
-                        "seconds_per_sample_per_worker": max(workers, 1) / rate,
-                        "first_epoch_samples_per_s": count / first,
-                        "speedup": rate / w0,
-                    },
-                    reference=f"augment_per_sample_{dims}d_workers0",
+                    results,
+                    reference=ref,
                     ours=f"MONAI DataLoader(CacheDataset), per-sample random transforms, {workers} workers",
-                    note="second epoch timed; first_epoch includes worker start-up" if workers else None,
+                    note="epochs after the first timed; first_epoch includes worker start-up" if workers else None,
                 )
             )
     return rows, per_sample
 
 
-def _augment_rows(
-    cached: dict[str, Any], s: dict[str, Any], device: torch.device, seed: int, per_sample: dict[str, float]
-) -> list[dict]:
-    from monai.data import DataLoader
-
-    from brainvq_monai.transforms.batch import AugmentedPrepareBatch, RandBrainAugment
-
-    rows = []
+def _augment_inputs(cached: dict[str, Any], s: dict[str, Any], device: torch.device) -> list[tuple]:
+    """``(dims, cached name or None, batch, size, images on the device)`` of each batched-augmentation case."""
     cases = [
         (2, "png_2d_noaug", s["aug_batch2d"], s["size2d"]),
         (3, "volumes_3d_noaug", s["aug_batch3d"], s["size3d"]),
     ]
     if s["large3d"] is not None:
         cases.append((3, None, s["aug_batch3d"], s["large3d"]))
+    out = []
     for dims, name, batch, size in cases:
         if name is not None:
             ds = cached[name]
@@ -246,41 +274,36 @@ def _augment_rows(
         else:  # the issue's 3D size: a synthetic smooth volume (no cohort resampling at this size)
             images = torch.rand(batch, 1, *[max(1, n // 8) for n in size], generator=torch.Generator().manual_seed(0))
             images = torch.nn.functional.interpolate(images, size=size, mode="trilinear")
-        images = images.to(device)
-        aug = RandBrainAugment().set_random_state(seed)
-        seconds, out = time_fn(functools.partial(aug, images), device, repeats=s["repeats"], warmup=1)
-        identity = RandBrainAugment(affine_prob=0.0, contrast_prob=0.0, bias_prob=0.0, noise_prob=0.0)(images)
-        check = {
-            "kind": "shape, dtype and [0, 1] range kept; identity at probability 0",
-            "passed": bool(
-                out.shape == images.shape
-                and out.dtype == images.dtype
-                and float(out.min()) >= 0.0
-                and float(out.max()) <= 1.0
-                and torch.equal(identity, images.clamp(0, 1))
-            ),
-        }
-        rate = batch / seconds
-        ref = per_sample.get(f"{dims}d_w0") if name is not None else None
-        suffix = f"{dims}d" if name is not None else "3d_" + "x".join(map(str, size))
-        rows.append(
-            make_row(
-                SECTION,
-                f"augment_batched_{suffix}",
-                {"spatial_size": list(size), "batch": batch, "device": str(device)},
-                {"samples_per_s": rate, "seconds_per_batch": seconds, "speedup": None if ref is None else rate / ref},
-                reference=None if ref is None else f"augment_per_sample_{dims}d_workers0",
-                ours="RandBrainAugment on the batch (affine_grid/grid_sample, gamma, bias field, noise, clip)",
-                check=check,
-            )
-        )
-    # the whole feed of the batched design: cached deterministic part -> DataLoader (no workers) -> device + augment
-    ds = cached["png_2d_noaug"]
-    n = s["n2d"]
+        out.append((dims, name, batch, size, images.to(device)))
+    return out
+
+
+def _augment_check(aug_out: torch.Tensor, images: torch.Tensor) -> dict[str, Any]:
+    from brainvq_monai.transforms.batch import RandBrainAugment
+
+    identity = RandBrainAugment(affine_prob=0.0, contrast_prob=0.0, bias_prob=0.0, noise_prob=0.0)(images)
+    return {
+        "kind": "shape, dtype and [0, 1] range kept; identity at probability 0",
+        "passed": bool(
+            aug_out.shape == images.shape
+            and aug_out.dtype == images.dtype
+            and float(aug_out.min()) >= 0.0
+            and float(aug_out.max()) <= 1.0
+            and torch.equal(identity, images.clamp(0, 1))
+        ),
+    }
+
+
+def _feed_epoch(cached: dict[str, Any], s: dict[str, Any], device: torch.device, seed: int) -> Any:
+    """One epoch of the batched design: cached deterministic part -> DataLoader (no workers) -> device + augment."""
+    from monai.data import DataLoader
     from torch.utils.data import Subset
 
+    from brainvq_monai.transforms.batch import AugmentedPrepareBatch, RandBrainAugment
+
+    ds = cached["png_2d_noaug"]
     loader = DataLoader(
-        Subset(ds, [i % len(ds) for i in range(n)]),
+        Subset(ds, [i % len(ds) for i in range(s["n2d"])]),
         batch_size=s["aug_batch2d"],
         shuffle=True,
         num_workers=0,
@@ -297,30 +320,75 @@ def _augment_rows(
         sync(device)
         return count
 
-    epoch()
-    seconds, count = _timed(epoch)
-    rate = count / seconds
+    return epoch
+
+
+_UNPAIRED = "speedup: median rate over the per-sample workers0 median rate (timed in its own interleaved group)"
+
+
+def _augment_rows(
+    cached: dict[str, Any],
+    s: dict[str, Any],
+    device: torch.device,
+    seed: int,
+    per_sample: dict[str, float],
+    available_s: float,
+) -> list[dict]:
+    from brainvq_monai.transforms.batch import RandBrainAugment
+
+    inputs = _augment_inputs(cached, s, device)
+    cases = {}
+    for dims, name, batch, size, images in inputs:
+        suffix = f"{dims}d" if name is not None else "3d_" + "x".join(map(str, size))
+        cases[f"augment_batched_{suffix}"] = (dims, name, batch, size, images)
+    calls = [(case, functools.partial(RandBrainAugment().set_random_state(seed), c[4])) for case, c in cases.items()]
+    calls.append(("feed_batched_augment_2d_workers0", _feed_epoch(cached, s, device, seed)))
+    rec = time_interleaved(calls, device, max_repeats=s["repeats"], available_s=available_s)
+    rows = []
+    for case, (dims, name, batch, size, images) in cases.items():
+        results = _rates(rec, case, batch)
+        results["seconds_per_batch"] = results.pop("seconds")
+        ref = per_sample.get(f"{dims}d_w0") if name is not None else None
+        results["speedup"] = None if ref is None else results["samples_per_s"] / ref
+        rows.append(
+            make_row(
+                SECTION,
+                case,
+                {"spatial_size": list(size), "batch": batch, "device": str(device), "order": _order(rec)},
+                results,
+                reference=None if ref is None else f"augment_per_sample_{dims}d_workers0",
+                ours="RandBrainAugment on the batch (affine_grid/grid_sample, gamma, bias field, noise, clip)",
+                check=_augment_check(rec.outputs[case], images),
+                note=None if ref is None else _UNPAIRED,
+            )
+        )
+    feed = "feed_batched_augment_2d_workers0"
+    results = _rates(rec, feed, rec.outputs[feed])
+    results.pop("seconds")
     ref = per_sample.get("2d_w0")
+    results["speedup"] = results["samples_per_s"] / ref if ref else None
     rows.append(
         make_row(
             SECTION,
-            "feed_batched_augment_2d_workers0",
+            feed,
             {
                 "role": "vqvae_2d_feed",
                 "spatial_size": list(s["size2d"]),
                 "batch": s["aug_batch2d"],
                 "workers": 0,
                 "device": str(device),
+                "order": _order(rec),
             },
-            {"samples_per_s": rate, "speedup": rate / ref if ref else None},
+            results,
             reference="augment_per_sample_2d_workers0",
             ours="CacheDataset(augment=False) -> DataLoader(0 workers) -> AugmentedPrepareBatch on the device",
+            note=_UNPAIRED,
         )
     )
     return rows
 
 
-def _codes_rows(s: dict[str, Any], device: torch.device, seed: int) -> list[dict]:
+def _codes_rows(s: dict[str, Any], device: torch.device, seed: int, available_s: float) -> list[dict]:
     from monai.data import DataLoader
 
     from brainvq_monai.data.codes import CodesDataset, codes_dataloader
@@ -347,29 +415,28 @@ def _codes_rows(s: dict[str, Any], device: torch.device, seed: int) -> list[dict
 
         return run_epoch
 
-    ref_seconds, _ = time_fn(epoch(monai_loader), device, repeats=s["repeats"], warmup=1)
-    seconds, _ = time_fn(epoch(ours_loader), device, repeats=s["repeats"], warmup=1)
+    ref = "codes_monai_dataloader"
+    calls = [(ref, epoch(monai_loader)), ("codes_dataloader", epoch(ours_loader))]
+    rec = time_interleaved(calls, device, max_repeats=s["repeats"], available_s=available_s)
+    config["order"] = _order(rec)
     a, b = next(iter(monai_loader)), next(iter(ours_loader))
     same = set(a) == set(b) and all(
         (a[k].dtype, a[k].shape) == (b[k].dtype, b[k].shape) for k in ("codes", "label")
     ) and len(a["subject"]) == len(b["subject"])  # fmt: skip
     rows = []
-    for case, secs, what in (
-        ("codes_monai_dataloader", ref_seconds, "monai DataLoader(CodesDataset): per-item getitem + collation"),
-        ("codes_dataloader", seconds, "codes_dataloader: one gather per batch, codes resident on the device"),
+    for case, what in (
+        (ref, "monai DataLoader(CodesDataset): per-item getitem + collation"),
+        ("codes_dataloader", "codes_dataloader: one gather per batch, codes resident on the device"),
     ):
-        batches = len(monai_loader)
+        results = _rates(rec, case, n, ref)
+        results["batches_per_s"] = len(monai_loader) / results.pop("seconds")
         rows.append(
             make_row(
                 SECTION,
                 case,
                 config,
-                {
-                    "batches_per_s": batches / secs,
-                    "samples_per_s": n / secs,
-                    "speedup": ref_seconds / secs,
-                },
-                reference="codes_monai_dataloader",
+                results,
+                reference=ref,
                 ours=what,
                 check={"kind": "same batch keys, dtypes and shapes as MONAI's DataLoader", "passed": bool(same)}
                 if case == "codes_dataloader"
@@ -377,6 +444,27 @@ def _codes_rows(s: dict[str, Any], device: torch.device, seed: int) -> list[dict
             )
         )
     return rows
+
+
+def _rates(rec: Interleaved, case: str, items: float, reference: str | None = None) -> dict[str, Any]:
+    """Median samples/s of ``case`` with its spread, and the median per-repeat speedup over ``reference``."""
+    times = rec.times[case]
+    rates = spread([items / t for t in times])
+    out: dict[str, Any] = {
+        "samples_per_s": rates["median"],
+        "seconds": statistics.median(times),
+        "repeats": rec.repeats,
+        "spread": {"samples_per_s": rates},
+    }
+    if reference is not None:
+        ratio = paired(rec.times[reference], times)
+        out["speedup"] = ratio["speedup"]
+        out["spread"]["speedup"] = ratio["spread"]["speedup"]
+    return out
+
+
+def _order(rec: Interleaved) -> str:
+    return "interleaved: " + ", ".join(rec.times) + " per repeat"
 
 
 @contextlib.contextmanager
@@ -402,39 +490,66 @@ def _quiet_resize_log() -> Any:
         log.setLevel(level)
 
 
-def run(device: torch.device, quick: bool, tiny: bool, seed: int) -> list[dict]:
-    """Runs the section.
+def run(
+    device: torch.device,
+    quick: bool,
+    tiny: bool,
+    seed: int,
+    budget: Budget | None = None,
+    bf16: dict[str, Any] | None = None,
+) -> list[dict]:
+    """Runs the section within ``budget``.
+
+    Writing the cohort and one pass of each part are fixed costs; the repeats of each part fit its share of what
+    is left (caching 45%, loader epochs 35%, batched augmentation 12%, codes loaders 8%).
 
     Args:
         device: where the batched augmentation and the codes loader run (file decoding is on the CPU).
         quick: CPU ``--quick`` sizes.
         tiny: test-suite sizes.
         seed: seed of the cohort, the shuffling and the augmentation.
+        budget: the section's time budget and progress lines (default: none, silent).
+        bf16: unused (no bf16 rows in this section).
 
     Returns:
         the rows.
     """
     device = torch.device(device)
+    budget = budget or Budget(SECTION, math.inf, quiet=True)
     s = _sizes(device, quick, tiny)
     with _quiet_resize_log(), tempfile.TemporaryDirectory(prefix="brainvq_bench_pipeline_") as tmp:
         tmp_path = Path(tmp)
         seconds, (png, slices, vols) = _timed(_cohort, tmp_path / "cohort", s, seed)
+        budget.log(f"demo cohort written in {seconds:.1f} s")
         # one intra-op thread, as in DataLoader workers: per-sample ops gain nothing from more, and on a shared
         # CPU a second thread contending for a busy core makes small ops several times slower
         with _torch_threads(1):
-            rows, cached = _caching_rows(png, slices, vols, s, tmp_path, seed)
-            epoch_rows, per_sample = _epoch_rows(cached, s, seed)
-            rows += epoch_rows
-            rows += _augment_rows(cached, s, device, seed, per_sample)
-            rows += _codes_rows(s, device, seed)
+            rows, cached = _caching_rows(png, slices, vols, s, tmp_path, seed, budget.share(0.45, 1.0))
+            budget.rows_done(rows)
+            epoch_rows, per_sample = _epoch_rows(cached, s, seed, budget.share(0.35, 0.55))
+            budget.rows_done(epoch_rows)
+            augment_rows = _augment_rows(cached, s, device, seed, per_sample, budget.share(0.12, 0.2))
+            budget.rows_done(augment_rows)
+            codes_rows = _codes_rows(s, device, seed, budget.share(0.08, 0.08))
+            budget.rows_done(codes_rows)
+            rows += epoch_rows + augment_rows + codes_rows
     for row in rows:
         row["config"]["cohort"] = f"demo cohort, {s['subjects']} subjects ({seconds:.1f} s to write)"
         row["config"]["torch_threads"] = 1
     return rows
 
 
+def _with_range(results: dict[str, Any], key: str, spec: str, unit: str = "") -> str:
+    value = results.get(key)
+    if value is None:
+        return _fmt(None)
+    s = results.get("spread", {}).get(key)
+    text = f"{value:{spec}}{unit}"
+    return text + (f" ({s['min']:{spec}}-{s['max']:{spec}})" if s and s["n"] > 1 else "")
+
+
 def format_rows(rows: list[dict]) -> str:
-    """Plain-text table of the section's rows.
+    """Plain-text table of the section's rows: medians with the (min-max) over the interleaved repeats.
 
     Args:
         rows: the rows of :func:`run`.
@@ -442,15 +557,15 @@ def format_rows(rows: list[dict]) -> str:
     Returns:
         the table, one line per case (plus a line per note).
     """
-    lines = [f"{'case':<46}{'samples/s':>12}{'vs ref':>9}  what"]
+    lines = [f"{'case':<46}{'samples/s (min-max)':>32}{'vs ref (min-max)':>22}  what"]
     for row in rows:
         r = row["results"]
-        speedup = _fmt(r.get("speedup"), ".2f") + ("x" if r.get("speedup") is not None else "")
         check = ""
         if row.get("check") is not None:
             check = " [check ok]" if row["check"]["passed"] else " [CHECK FAILED]"
         lines.append(
-            f"{row['case']:<46}{_fmt(r.get('samples_per_s'), ',.1f'):>12}{speedup:>9}  {row.get('ours', '')}{check}"
+            f"{row['case']:<46}{_with_range(r, 'samples_per_s', ',.1f'):>32}{_with_range(r, 'speedup', '.2f', 'x'):>22}"
+            f"  {row.get('ours', '')}{check}"
         )
         if row.get("note"):
             lines.append(f"{'':<46}note: {row['note']}")

@@ -13,17 +13,24 @@ result, not a crash), and the size of ``torch.save(state_dict)`` (MONAI's includ
 step time and peak memory with and without ``use_checkpointing`` (bf16 + ``channels_last_3d`` on CUDA).
 
 Sizes by mode: CUDA (full or quick) measures the issue's sizes (batch 8 at 1,401 tokens, 4 at 9,601, VQ-VAE batch 2;
-full mode also searches the largest batch); CPU ``quick`` (about 35 s on 2 cores) times one step at batch 1 of ours
-(with and without checkpointing) and of MONAI's non-flash transformer at 1,401 tokens, counts the saved activations
-of MONAI's flash path (forward only), measures the checkpoint sizes and the VQ-VAE at a reduced 80x112x80; CPU full
-(about 3 min, under 6 GB RAM) adds MONAI's flash step, our checkpointed 9,601-token step and the 160x224x160
-VQ-VAE; ``tiny`` runs toy sizes in seconds. Every row's ``config`` says what ran, skipped cases keep a row with a note.
+full mode also searches the largest batch); CPU ``quick`` (about 35 s on 2 cores, 1 thread) times one step at batch 1
+of ours at 1,401 tokens, counts the saved activations of ours with checkpointing and of MONAI's flash path (forward
+only), leaves MONAI's default attention to full runs (its forward alone is ~9x ours), measures the checkpoint sizes
+and the VQ-VAE at a reduced 80x112x80; CPU full adds every variant's step at 1,401 tokens, our checkpointed
+9,601-token step and the 160x224x160 VQ-VAE; ``tiny`` runs toy sizes in seconds. Every row's ``config`` says what
+ran, skipped cases keep a row with a note.
+
+Time budget: at each length one forward of ours (with gradients) prices every variant (:data:`_STEP_COST`,
+:data:`_SAVED_COST`: planning multiples, not results); each variant gets a share of the seconds left in proportion
+to its planned cost, and one that does not fit runs forward only (``time`` -> ``saved``) or not at all, with a note.
+The VQ-VAE input shrinks down a ladder (80x112x80, 64x80x64, ...) until its estimated steps fit what is left.
 """
 
 from __future__ import annotations
 
 import gc
 import math
+import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any
@@ -32,7 +39,8 @@ import torch
 from monai.networks.nets import DecoderOnlyTransformer
 from torch.nn import functional as F
 
-from brainvq_monai.apps.benchmark.timing import make_row, measure_memory, saved_activation_bytes, time_fn
+from brainvq_monai.apps.benchmark.budget import Budget, SizeChoice, choose_size
+from brainvq_monai.apps.benchmark.timing import make_row, measure_memory, saved_activation_bytes, sync, time_fn
 from brainvq_monai.networks.nets.causal_transformer import CausalTransformer
 from brainvq_monai.networks.nets.vqvae import BrainVQVAE
 from brainvq_monai.utils.format import fmt as _fmt
@@ -42,6 +50,12 @@ __all__ = ["SECTION", "format_rows", "run"]
 SECTION = "scale3d"
 VARIANTS = ("ours", "ours_ckpt", "monai", "monai_flash")
 _GIB = 2**30
+# planning only: seconds of one training step / one forward with gradients of each variant, as multiples of ours'
+# forward with gradients at the same length and batch (measured on a 2-core Xeon at 1,401 tokens, fp32)
+_STEP_COST = {"ours": 3.5, "ours_ckpt": 3.5, "monai": 11.0, "monai_flash": 3.5}
+_SAVED_COST = {"ours": 0.0, "ours_ckpt": 1.2, "monai": 8.6, "monai_flash": 2.5}
+# 3D VQ-VAE step (without / with checkpointing) as multiples of its forward without gradients (planning only)
+_VQ_STEP_COST = {False: 3.5, True: 4.5}
 
 
 class _ByteCounter:
@@ -105,6 +119,7 @@ def _plan(device: torch.device, quick: bool, tiny: bool) -> dict[str, Any]:
             "largest_batch": False,
             "monai_ckpt_big": True,
             "vqvae": {"size": (32, 32, 32), "channels": (4, 4, 8, 8), "num_embeddings": 16, "embedding_dim": 8},
+            "vq_ladder": [(32, 32, 32)],
             "vq_batch": 1,
             "vq_warmup": 0,
             "vq_repeats": 1,
@@ -131,8 +146,8 @@ def _plan(device: torch.device, quick: bool, tiny: bool) -> dict[str, Any]:
             batch=[1, 1],
             modes={
                 "ours": ["time", "skip"],
-                "ours_ckpt": ["time", "skip" if quick else "time"],
-                "monai": ["time", "skip"],
+                "ours_ckpt": ["saved" if quick else "time", "skip" if quick else "time"],
+                "monai": ["skip" if quick else "time", "skip"],
                 "monai_flash": ["saved" if quick else "time", "skip"],
             },
             warmup=0,
@@ -146,7 +161,16 @@ def _plan(device: torch.device, quick: bool, tiny: bool) -> dict[str, Any]:
         )
         if quick:
             plan["vqvae"]["size"] = (80, 112, 80)
+    plan["vq_ladder"] = _vq_ladder(tuple(plan["vqvae"]["size"]), tiny)
     return plan
+
+
+def _vq_ladder(size: tuple[int, ...], tiny: bool) -> list[tuple[int, ...]]:
+    """The 3D VQ-VAE input sizes to try, planned first (each a multiple of 16: four stride-2 levels)."""
+    if tiny:
+        return [size]
+    smaller = [(80, 112, 80), (64, 80, 64), (48, 64, 48), (32, 48, 32)]
+    return [size, *[s for s in smaller if math.prod(s) < math.prod(size)]]
 
 
 # ------------------------------------------------------------------------------------------------------ transformer
@@ -242,6 +266,57 @@ def _largest_batch(
     return fits, first_oom
 
 
+def _probe(
+    reference: CausalTransformer, batch: int, device: torch.device, plan: dict[str, Any], seed: int
+) -> tuple[torch.nn.Module | None, float | None, int | None]:
+    """Our model on ``device`` and one forward with gradients (bf16 autocast on CUDA): its seconds and saved bytes.
+
+    The seconds scale the cost estimates of every variant at this length (:data:`_STEP_COST`, :data:`_SAVED_COST`);
+    the saved bytes are ours' result when its step is not timed. ``(None, None, None)`` after out-of-memory.
+    """
+    loss_fn = _token_loss(batch, reference.max_seq_len, plan["model"]["num_embeddings"], device, seed)
+
+    def forward() -> tuple[torch.nn.Module, float, int]:
+        model = _build("ours", reference, device)
+        sync(device)
+        start = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            with saved_activation_bytes() as counter:
+                loss_fn(model)
+        sync(device)
+        return model, time.perf_counter() - start, counter["bytes"]
+
+    out, err = _oom_safe(forward, device)
+    return (None, None, None) if err is not None else out
+
+
+def _estimate(variant: str, mode: str, f: float | None, plan: dict[str, Any]) -> float:
+    """Estimated seconds of ``variant`` in ``mode`` from ours' forward seconds ``f`` (0 when unknown or skipped)."""
+    if f is None or mode == "skip":
+        return 0.0
+    if mode == "saved":
+        return _SAVED_COST[variant] * f
+    return _STEP_COST[variant] * f * (plan["warmup"] + plan["repeats"])
+
+
+def _choose_mode(
+    planned: str, variant: str, f: float | None, plan: dict[str, Any], share_s: float
+) -> tuple[str, str | None]:
+    """The planned mode, or a cheaper one (``time`` -> ``saved`` -> ``skip``) when its estimate exceeds ``share_s``."""
+    if planned == "skip":
+        return planned, None
+    options = ["time", "saved"] if planned == "time" else ["saved"]
+    for mode in options:
+        estimate = _estimate(variant, mode, f, plan)
+        if estimate <= share_s:
+            if mode == planned:
+                return mode, None
+            first = _estimate(variant, planned, f, plan)
+            return mode, f"step not timed: estimated {first:.0f} s > {share_s:.0f} s of the time budget; forward only"
+    estimate = _estimate(variant, options[-1], f, plan)
+    return "skip", f"skipped: even its forward (estimated {estimate:.0f} s) exceeds {share_s:.0f} s of the time budget"
+
+
 def _transformer_case(
     variant: str,
     mode: str,
@@ -252,13 +327,21 @@ def _transformer_case(
     plan: dict[str, Any],
     base_cfg: dict[str, Any],
     seed: int,
+    probe: tuple[Any, float | None, int | None] = (None, None, None),
+    budget_note: str | None = None,
+    search_s: float = math.inf,
 ) -> dict[str, Any]:
-    """One row: a transformer variant's training step at one sequence length (or why it was not run)."""
+    """One row: a transformer variant's training step at one sequence length (or why it was not run).
+
+    ``probe`` is :func:`_probe`'s result at this length (reused for ``ours``), ``budget_note`` says why the mode is
+    cheaper than planned, and ``search_s`` is the budget left for the largest-batch search.
+    """
     n, k = reference.max_seq_len, plan["model"]["num_embeddings"]
     cuda = device.type == "cuda"
     cfg = {**base_cfg, "batch": batch, "dtype": "bf16 autocast" if cuda else "fp32"}
     cfg["optimizer"] = "AdamW fused" if cuda else "AdamW"
     cfg["activation_checkpointing"] = variant == "ours_ckpt"
+    cfg["planned_mode"] = plan["modes"][variant][li]
     if variant.startswith("monai"):
         cfg["use_flash_attention"] = variant == "monai_flash"
         label = {"reference": "monai DecoderOnlyTransformer" + (" (flash)" if variant == "monai_flash" else "")}
@@ -279,17 +362,31 @@ def _transformer_case(
         )
     )
     if mode == "skip":
-        why = "not run in this mode"
-        if not cuda and li == 1:
+        why = budget_note or "not run in this mode"
+        if budget_note is None and not cuda and li == 1:
             why = "9,601-token step not run on CPU in this mode (minutes per step)"
             if variant.startswith("monai"):
                 why = "MONAI at 9,601 tokens not built on CPU (8.8 GB of masks + n x n attention)"
+        elif budget_note is None and not cuda and variant == "monai":
+            why = "not run in --quick on CPU: its forward alone takes about 9x ours (n x n attention in fp32)"
         return make_row(SECTION, case, cfg, results, note=why, **label)
-    model, err = _oom_safe(lambda: _build(variant, reference, device), device)
+    notes = [] if cuda else ["peak memory: CUDA only"]
+    if budget_note:
+        notes.append(budget_note)
+    if variant == "ours" and mode == "saved" and probe[2] is not None:  # the probe's forward is this measurement
+        cfg["batch"] = batch
+        results["saved_activation_gib"] = _gib(probe[2])
+        results["saved_activation_bytes"] = probe[2]
+        if not budget_note:
+            notes.append("forward only (saved activations); step not timed in this mode")
+        return make_row(SECTION, case, cfg, results, note="; ".join(notes), **label)
+    if variant == "ours" and probe[0] is not None:
+        model, err = probe[0], None
+    else:
+        model, err = _oom_safe(lambda: _build(variant, reference, device), device)
     if err is not None:
         results["oom"] = True
         return make_row(SECTION, case, cfg, results, note=f"building the model: {err}", **label)
-    notes = [] if cuda else ["peak memory: CUDA only"]
     if mode == "saved":  # forward only: what autograd keeps for backward
         cfg["batch"] = 1
         loss_fn = _token_loss(1, n, k, device, seed)
@@ -297,7 +394,8 @@ def _transformer_case(
             loss_fn(model)
         results["saved_activation_gib"] = _gib(counter["bytes"])
         results["saved_activation_bytes"] = counter["bytes"]
-        notes.append("forward only (saved activations); step not timed in this mode")
+        if not budget_note:
+            notes.append("forward only (saved activations); step not timed in this mode")
     else:
         step, saved = _train_step(model, _token_loss(batch, n, k, device, seed), device)
         measured = _measure(step, device, plan["warmup"], plan["repeats"])
@@ -317,16 +415,32 @@ def _transformer_case(
         results["saved_activation_bytes"] = saved.get("bytes")
         if plan["largest_batch"]:
             cap = 64 if li == 0 else 32
-            results["largest_batch"], results["first_oom_batch"] = _largest_batch(model, batch, cap, n, k, device, seed)
-            cfg["largest_batch_cap"] = cap
+            search = 4 * cap / batch * (results["seconds_per_step"] or 0.0)  # doubling up to cap, one step each
+            if search <= search_s:
+                results["largest_batch"], results["first_oom_batch"] = _largest_batch(
+                    model, batch, cap, n, k, device, seed
+                )
+                cfg["largest_batch_cap"] = cap
+            else:
+                notes.append(f"largest-batch search skipped: estimated {search:.0f} s > {search_s:.0f} s left")
     del model
     _free(device)
     return make_row(SECTION, case, cfg, results, note="; ".join(notes) or None, **label)
 
 
-def _transformer_rows(device: torch.device, plan: dict[str, Any], seed: int) -> list[dict[str, Any]]:
+def _transformer_rows(
+    device: torch.device, plan: dict[str, Any], seed: int, budget: Budget, available_s: float
+) -> list[dict[str, Any]]:
+    """Checkpoint rows and every variant at each length, each variant's mode fitted to its share of the budget.
+
+    At each length, a probe forward of ours prices every variant (:func:`_estimate`); a variant's share of the
+    seconds left is in proportion to its planned cost, and a variant whose planned mode does not fit its share runs
+    forward only, or not at all (:func:`_choose_mode`).
+    """
+    deadline = time.perf_counter() + available_s
     rows: list[dict[str, Any]] = []
     model_cfg = plan["model"]
+    active = [[v for v in VARIANTS if plan["modes"][v][li] != "skip"] for li in range(len(plan["latents"]))]
     for li, latent in enumerate(plan["latents"]):
         n = math.prod(latent) + 1
         torch.manual_seed(seed)
@@ -338,12 +452,31 @@ def _transformer_rows(device: torch.device, plan: dict[str, Any], seed: int) -> 
             attn_layers_heads=model_cfg["attn_layers_heads"],
         )  # the shared initial weights, on CPU
         base_cfg = {**model_cfg, "latent": list(latent), "seq_len": n, "device": device.type, "mode": plan["label"]}
-        rows += _checkpoint_rows(reference, n, device, plan, base_cfg)
-        for variant in VARIANTS:
-            mode = plan["modes"][variant][li]
-            rows.append(
-                _transformer_case(variant, mode, reference, li, plan["batch"][li], device, plan, base_cfg, seed)
+        ckpt_rows = _checkpoint_rows(reference, n, device, plan, base_cfg)
+        budget.rows_done(ckpt_rows)
+        rows += ckpt_rows
+        batch = plan["batch"][li]
+        probe = _probe(reference, batch, device, plan, seed) if active[li] else (None, None, None)
+        f = probe[1]
+        planned = {v: _estimate(v, plan["modes"][v][li], f, plan) for v in VARIANTS}
+        later = sum(len(a) for a in active[li + 1 :])  # later lengths share what is left by their case count
+        length_share = (deadline - time.perf_counter()) * len(active[li]) / max(1, len(active[li]) + later)
+        length_deadline = time.perf_counter() + length_share
+        for i, variant in enumerate(VARIANTS):
+            left = max(0.0, length_deadline - time.perf_counter())
+            weights = sum(planned[v] for v in VARIANTS[i:]) or 1.0
+            share = left * planned[variant] / weights if planned[variant] else left
+            mode, why = _choose_mode(plan["modes"][variant][li], variant, f, plan, share)
+            spare = max(0.0, share - _estimate(variant, mode, f, plan))
+            row = _transformer_case(
+                variant, mode, reference, li, batch, device, plan, base_cfg, seed, probe, why, spare
             )
+            probe = (None, probe[1], probe[2])  # ours' model is released: later peaks measure their own model only
+            _free(device)
+            budget.rows_done([row])
+            rows.append(row)
+        del probe
+        _free(device)
     return rows
 
 
@@ -426,15 +559,11 @@ def _checkpoint_rows(
 
 
 # ----------------------------------------------------------------------------------------------------------- VQ-VAE
-def _vqvae_case(use_ckpt: bool, device: torch.device, plan: dict[str, Any], seed: int) -> dict[str, Any]:
-    """One row: a 3D VQ-VAE training step (L1 reconstruction + quantisation loss, AdamW)."""
+def _vq_model(use_ckpt: bool, device: torch.device, plan: dict[str, Any], seed: int) -> BrainVQVAE:
     vq = plan["vqvae"]
-    cuda = device.type == "cuda"
-    size = tuple(vq["size"])
-    batch = plan["vq_batch"]
     torch.manual_seed(seed)
     with torch.device(device):
-        model = BrainVQVAE(
+        return BrainVQVAE(
             spatial_dims=3,
             in_channels=1,
             out_channels=1,
@@ -449,6 +578,16 @@ def _vqvae_case(use_ckpt: bool, device: torch.device, plan: dict[str, Any], seed
             init="sample",
             codebook_seed=seed,
         )
+
+
+def _vqvae_case(
+    use_ckpt: bool, size: tuple[int, ...], device: torch.device, plan: dict[str, Any], seed: int, note: str | None
+) -> dict[str, Any]:
+    """One row: a 3D VQ-VAE training step (L1 reconstruction + quantisation loss, AdamW) at input ``size``."""
+    vq = plan["vqvae"]
+    cuda = device.type == "cuda"
+    batch = plan["vq_batch"]
+    model = _vq_model(use_ckpt, device, plan, seed)
     fmt = torch.channels_last_3d if cuda else torch.contiguous_format
     model = model.to(memory_format=fmt).train()
     reduced = "" if size == (160, 224, 160) else f" (reduced input {'x'.join(map(str, size))})"
@@ -476,7 +615,7 @@ def _vqvae_case(use_ckpt: bool, device: torch.device, plan: dict[str, Any], seed
     step, saved = _train_step(model, loss_fn, device)
     measured = _measure(step, device, plan["vq_warmup"], plan["vq_repeats"])
     results: dict[str, Any] = {"seconds_per_step": None, "volumes_per_s": None, "peak_memory_gib": None}
-    note = None if cuda else "peak memory: CUDA only"
+    note = "; ".join(n for n in (None if cuda else "peak memory: CUDA only", note) if n) or None
     if "oom" in measured:
         note = f"out of memory at batch {batch}: {measured['oom']}"
     else:
@@ -489,30 +628,77 @@ def _vqvae_case(use_ckpt: bool, device: torch.device, plan: dict[str, Any], seed
     return make_row(SECTION, case, cfg, results, ours="BrainVQVAE 3D training step", note=note)
 
 
-def _vqvae_rows(device: torch.device, plan: dict[str, Any], seed: int) -> list[dict[str, Any]]:
+def _vq_forward_seconds(size: tuple[int, ...], device: torch.device, plan: dict[str, Any], seed: int) -> float:
+    """Seconds of one forward without gradients of the 3D VQ-VAE at ``size`` (a probe; ``inf`` after OOM)."""
+    model = _vq_model(False, device, plan, seed).eval()
+    images = torch.rand((plan["vq_batch"], 1, *size), generator=torch.Generator().manual_seed(seed)).to(device)
+
+    def forward() -> float:
+        sync(device)
+        start = time.perf_counter()
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            model(images)
+        sync(device)
+        return time.perf_counter() - start
+
+    seconds, err = _oom_safe(forward, device)
+    return math.inf if err is not None else seconds
+
+
+def _plan_vqvae(device: torch.device, plan: dict[str, Any], seed: int, available_s: float) -> SizeChoice:
+    """The largest 3D VQ-VAE input of the ladder whose two cases (without and with checkpointing) fit."""
+    calls = plan["vq_warmup"] + plan["vq_repeats"]
+
+    def cost(size: tuple[int, ...]) -> float:
+        seconds = _vq_forward_seconds(size, device, plan, seed)
+        _free(device)
+        return seconds * calls * sum(_VQ_STEP_COST.values())
+
+    return choose_size(plan["vq_ladder"], cost, available_s)
+
+
+def _vqvae_rows(device: torch.device, plan: dict[str, Any], seed: int, choice: SizeChoice) -> list[dict[str, Any]]:
+    """The 3D VQ-VAE step without and with checkpointing at the planned input size."""
+    note = choice.note(lambda size: "x".join(map(str, size)))
     rows = []
     for use_ckpt in (False, True):
-        rows.append(_vqvae_case(use_ckpt, device, plan, seed))
+        rows.append(_vqvae_case(use_ckpt, choice.size, device, plan, seed, note))
         _free(device)
     return rows
 
 
 # -------------------------------------------------------------------------------------------------------------- API
-def run(device: torch.device, quick: bool, tiny: bool, seed: int) -> list[dict[str, Any]]:
-    """Runs the section.
+def run(
+    device: torch.device,
+    quick: bool,
+    tiny: bool,
+    seed: int,
+    budget: Budget | None = None,
+    bf16: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Runs the section within ``budget``: the 3D VQ-VAE is sized first (at most a quarter), the transformer gets the rest.
 
     Args:
         device: where to measure (``cuda`` gives the issue's sizes; ``cpu`` the reduced plan of the module docstring).
-        quick: the CPU ``--quick`` plan (about a minute on 2 cores); on CUDA fewer repeats, no largest-batch search.
+        quick: the CPU ``--quick`` plan (about half a minute on 2 cores); on CUDA fewer repeats, no largest-batch
+            search.
         tiny: toy sizes for the test suite (seconds).
         seed: seed of the weights and data.
+        budget: the section's time budget and progress lines (default: none, silent).
+        bf16: unused (bf16 autocast is used on CUDA only here).
 
     Returns:
         the rows (see :func:`brainvq_monai.apps.benchmark.timing.make_row`).
     """
     device = torch.device(device)
+    budget = budget or Budget(SECTION, math.inf, quiet=True)
     plan = _plan(device, quick, tiny)
-    return _transformer_rows(device, plan, seed) + _vqvae_rows(device, plan, seed)
+    vq = _plan_vqvae(device, plan, seed, budget.share(0.25, 1.0))  # priced first, run last
+    budget.log(f"3D VQ-VAE planned at {'x'.join(map(str, vq.size))} (estimated {vq.estimate_s:.0f} s)")
+    rows = _transformer_rows(device, plan, seed, budget, max(0.0, budget.remaining() - vq.estimate_s))
+    vq_rows = _vqvae_rows(device, plan, seed, vq)
+    budget.rows_done(vq_rows)
+    return rows + vq_rows
 
 
 def format_rows(rows: list[dict[str, Any]]) -> str:
