@@ -259,3 +259,23 @@ def test_dcgan_trains_under_bf16_and_samples_on_cuda():
         net, 4, class_labels=torch.tensor([0, 1, 0, 1]).cuda(), generator=0
     )
     assert codes.is_cuda and codes.shape == (4, 8, 8) and int(codes.max()) < K
+
+
+def test_a_gan_keeps_its_latest_weights_and_trains_its_whole_budget():
+    from types import SimpleNamespace
+
+    from brainvq_monai.engines import key_metric_score, prior_metric_cmp_fn
+
+    gan = tiny_dcgan()
+    transformer = TransformerPrior(2, K, (8, 8), 2, attn_layers_dim=8, attn_layers_depth=1, attn_layers_heads=1)
+    assert prior_metric_cmp_fn(gan)(0.9, 0.1) is True  # a worse code JS still replaces the kept weights
+    assert prior_metric_cmp_fn(transformer)(0.9, 0.1) is False and prior_metric_cmp_fn(transformer)(0.1, 0.9)
+
+    def evaluator(network, epoch, value, name):
+        return SimpleNamespace(
+            network=network, state=SimpleNamespace(epoch=epoch, metrics={name: value}, key_metric_name=name)
+        )
+
+    assert key_metric_score(evaluator(transformer, 3, 2.5, "val_nll")) == -2.5
+    scores = [key_metric_score(evaluator(gan, e, 0.5, "val_code_js")) for e in (1, 2, 3)]
+    assert scores == sorted(scores) and len(set(scores)) == 3  # always improving: early stopping never fires

@@ -9,6 +9,7 @@ from .prior_workflow import (
     prior_additional_metrics,
     prior_evaluator,
     prior_key_metric,
+    prior_metric_cmp_fn,
     prior_trainer,
 )
 from .utils import (
@@ -32,6 +33,7 @@ __all__ = [
     "prior_additional_metrics",
     "prior_evaluator",
     "prior_key_metric",
+    "prior_metric_cmp_fn",
     "prior_trainer",
     "FeatureNetTrainer",
     "train_feature_net",

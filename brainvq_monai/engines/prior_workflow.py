@@ -8,6 +8,7 @@ real ones. The configs call these functions with the built network, so a prior s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -18,7 +19,7 @@ from brainvq_monai.engines.dcgan_trainer import DCGANTrainer
 from brainvq_monai.engines.evaluators import GeneratedCodesEvaluator, PriorEvaluator
 from brainvq_monai.engines.prior_trainer import PriorTrainer
 from brainvq_monai.engines.trainer import BrainVQTrainer
-from brainvq_monai.engines.utils import unwrap
+from brainvq_monai.engines.utils import lower_is_better, unwrap
 from brainvq_monai.metrics import CodeMapDivergence, CodesUsed, PriorNLL
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "prior_additional_metrics",
     "prior_evaluator",
     "prior_key_metric",
+    "prior_metric_cmp_fn",
     "prior_trainer",
 ]
 
@@ -133,13 +135,37 @@ def prior_additional_metrics(network: torch.nn.Module, prefix: str, dims_per_tok
     return {f"{prefix}_generated_codes_used": CodesUsed(k, output_transform=lambda out: out["pred"])}
 
 
+def _latest_is_best(current: float, prev: float) -> bool:
+    return True
+
+
+def prior_metric_cmp_fn(network: torch.nn.Module) -> Callable[[float, float], bool]:
+    """``metric_cmp_fn`` of a prior's validation: which epoch's weights the run keeps as ``models/model.pt``.
+
+    A likelihood prior keeps its lowest validation NLL (:func:`~brainvq_monai.engines.lower_is_better`). A GAN keeps
+    its latest weights, as DCGAN practice does: its code JS is a monitor, not a selector. Measured on the demo cohort,
+    the lowest code JS came after 7 epochs, from a generator of blocky noise that hedges over many codes, while the
+    later, brain-shaped generators scored worse (docs/dcgan.md).
+
+    Args:
+        network: the prior.
+
+    Returns:
+        the comparison ``(current, best) -> is this the new best``.
+    """
+    return lower_is_better if has_likelihood(network) else _latest_is_best
+
+
 def key_metric_score(engine: Engine) -> float:
-    """Early-stopping score of an evaluator whose key metric is lower-is-better: minus the key metric.
+    """Early-stopping score of a prior's evaluator (higher is better).
 
     Args:
         engine: a MONAI evaluator (``state.key_metric_name`` set).
 
     Returns:
-        ``-engine.state.metrics[engine.state.key_metric_name]``.
+        minus the key metric (a lower-is-better NLL) for a likelihood prior; for a GAN the epoch, which always
+        improves, so a GAN trains its whole budget (see :func:`prior_metric_cmp_fn`).
     """
+    if not has_likelihood(engine.network):
+        return float(engine.state.epoch)
     return -float(engine.state.metrics[engine.state.key_metric_name])
