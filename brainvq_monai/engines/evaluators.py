@@ -189,7 +189,7 @@ class PriorEvaluator(_BrainVQEvaluator):
         return engine.state.output
 
 
-class GeneratedCodesEvaluator(_BrainVQEvaluator):
+class GeneratedCodesEvaluator(PriorEvaluator):
     """Compares generated code maps with real ones: the validation of priors without a likelihood (DCGAN).
 
     For every batch of real (cached) code maps the prior draws as many maps, of the same classes, through
@@ -199,30 +199,13 @@ class GeneratedCodesEvaluator(_BrainVQEvaluator):
     maps, so successive validations of a training run compare the same noise.
 
     Args:
-        device: device.
-        val_data_loader: loader of cached code maps (``{"codes", "label"}``).
-        network: the prior.
-        prepare_batch: batch parser returning ``(codes, class labels or None)``.
+        args: the arguments of :class:`PriorEvaluator`.
         seed: seed of the sampling generator.
-        kwargs: further arguments of :class:`monai.engines.SupervisedEvaluator` (``inferer``: an
-            :class:`~brainvq_monai.inferers.AutoregressivePriorInferer`, built when not given) and ``amp``.
-
-    Raises:
-        BrainVQInputError: an ``inferer`` that is not an :class:`~brainvq_monai.inferers.AutoregressivePriorInferer`.
+        kwargs: the keyword arguments of :class:`PriorEvaluator`.
     """
 
-    inferer_class = AutoregressivePriorInferer
-
-    def __init__(
-        self,
-        device: str | torch.device,
-        val_data_loader: Iterable,
-        network: torch.nn.Module,
-        prepare_batch: Callable = prepare_codes,
-        seed: int = 0,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(device, val_data_loader, network, prepare_batch=prepare_batch, **kwargs)
+    def __init__(self, *args: Any, seed: int = 0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.seed = int(seed)
         self.generator: torch.Generator | None = None
 
