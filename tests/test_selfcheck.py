@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
 import re
+import subprocess
 import sys
 import time
 
@@ -84,9 +86,27 @@ def test_every_cuda_only_test_carries_the_gpu_marker():
 
 
 # ------------------------------------------------------------------------------------------------ dry run
-def test_dry_run_resolves_every_step(tmp_path, capsys):
+def _gpu_check_sh(*args: str, out) -> subprocess.CompletedProcess[str]:
+    """``scripts/gpu_check.sh`` as a user runs it (the wrapper, not the Python entry point)."""
+    env = {**os.environ, "OUT": str(out), "BRAINVQ_GPU_CHECK_WORK": str(out.parent / "work")}
+    script = REPO / "scripts" / "gpu_check.sh"
+    return subprocess.run(["bash", str(script), *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without CUDA")
+def test_gpu_check_sh_refuses_without_cuda(tmp_path):
+    out = tmp_path / "result"
+    proc = _gpu_check_sh(out=out)
+    assert proc.returncode == 3, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and "CUDA is not available" in errors[0]
+    assert not out.exists() and not (tmp_path / "work").exists()
+
+
+def test_dry_run_resolves_every_step(tmp_path):
     out = tmp_path / "dry"
-    assert main(["selfcheck", "--dry-run", "--out", str(out)]) == 0
+    proc = _gpu_check_sh("--dry-run", out=out)  # the CPU-side dry run of the one GPU command
+    assert proc.returncode == 0, proc.stderr[-2000:]
     record = json.loads((out / RESULT_JSON).read_text())
     assert record["dry_run"] and record["status"] == "resolved (dry run)" and record["failed_step"] is None
     steps = record["steps"]
@@ -107,8 +127,8 @@ def test_dry_run_resolves_every_step(tmp_path, capsys):
     assert steps["environment"]["figures"]["device"] == "cpu"  # the probe's code ran on the CPU
     page = (out / RESULT_MARKDOWN).read_text()
     assert "DRY RUN" in page and "| `train_prior` | resolved |" in page
-    assert not (out / "work").exists()  # nothing trained, nothing made
-    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("selfcheck: every step resolved (dry run)")
+    assert not (out / "work").exists() and not (tmp_path / "work").exists()  # nothing trained, nothing made
+    assert proc.stdout.strip().splitlines()[-1].startswith("selfcheck: every step resolved (dry run)")
 
 
 def test_bad_options_are_one_line_input_errors(tmp_path, capsys):
