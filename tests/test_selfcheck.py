@@ -86,17 +86,19 @@ def test_every_cuda_only_test_carries_the_gpu_marker():
 
 
 # ------------------------------------------------------------------------------------------------ dry run
-def _gpu_check_sh(*args: str, out) -> subprocess.CompletedProcess[str]:
-    """``scripts/gpu_check.sh`` as a user runs it (the wrapper, not the Python entry point)."""
+def _gpu_check_sh(*args: str, out, hide_gpus: bool = False) -> subprocess.CompletedProcess[str]:
+    """``scripts/gpu_check.sh`` as a user runs it (the wrapper, not the Python entry point); ``hide_gpus``: as on a
+    machine without CUDA, also where there is a GPU."""
     env = {**os.environ, "OUT": str(out), "BRAINVQ_GPU_CHECK_WORK": str(out.parent / "work")}
+    if hide_gpus:
+        env["CUDA_VISIBLE_DEVICES"] = ""
     script = REPO / "scripts" / "gpu_check.sh"
     return subprocess.run(["bash", str(script), *args], capture_output=True, text=True, env=env, timeout=300)
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without CUDA")
 def test_gpu_check_sh_refuses_without_cuda(tmp_path):
     out = tmp_path / "result"
-    proc = _gpu_check_sh(out=out)
+    proc = _gpu_check_sh(out=out, hide_gpus=True)
     assert proc.returncode == 3, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if "error" in line]
     assert len(errors) == 1 and "CUDA is not available" in errors[0]

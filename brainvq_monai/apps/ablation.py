@@ -184,7 +184,7 @@ def bundle_row(
         },
         "vqvae_epochs": int(vq["max_epochs"]),
         "vqvae_budget_s": budget_s,
-        "learning_rate_prior": float(pr["learning_rate"]),
+        "learning_rate_prior": float(pr.get_parsed_content("learning_rate")),  # an expression: the prior's own rate
         "prior_weight_decay": float(pr["optimizer"]["weight_decay"]),
         "prior_val_interval": int(pr["val_interval"]),
         "prior_epochs": int(pr["max_epochs"]),
