@@ -28,7 +28,14 @@ from typing import Any
 
 import torch
 
-from brainvq_monai.bundle.layout import AUTOENCODER_ID, AUTOENCODER_WEIGHTS, COMMON_CONFIG, PRIOR_WEIGHTS, WORKFLOWS
+from brainvq_monai.bundle.layout import (
+    AUTOENCODER_ID,
+    AUTOENCODER_WEIGHTS,
+    COMMON_CONFIG,
+    PRIOR_ID,
+    PRIOR_WEIGHTS,
+    WORKFLOWS,
+)
 from brainvq_monai.bundle.run import baked_config, find_run_record, run_parser
 from brainvq_monai.utils.errors import BrainVQInputError
 from brainvq_monai.utils.io import atomic_write_json, atomic_write_text, load_torch_file
@@ -83,6 +90,21 @@ def _data_formats(meta: dict[str, Any], spatial_size: list[int], latent: list[in
     ae = meta.get("autoencoder_data_format", {})
     for tensor in list(ae.get("inputs", {}).values()) + list(ae.get("outputs", {}).values()):
         tensor["spatial_shape"] = list(spatial_size)
+
+
+def _noise_input(meta: dict[str, Any], prior_args: Mapping[str, Any]) -> None:
+    """A DCGAN prior's network takes noise, not code maps: ``network_data_format``'s input says so (its shape is
+    ``(B, noise_dim)``, which ``verify_net_in_out`` feeds as ``torch.rand(1, noise_dim)``)."""
+    if prior_args.get("prior") != "dcgan":
+        return
+    noise_dim = int((prior_args.get("dcgan") or {}).get("noise_dim", 64))
+    for tensor in meta.get("network_data_format", {}).get("inputs", {}).values():
+        tensor.update(
+            {"type": "noise", "format": "gaussian", "num_channels": noise_dim, "spatial_shape": [], "value_range": []}
+        )
+        tensor["channel_def"] = {"0": "noise vector of the DCGAN generator (MONAI tools call every input 'image')"}
+    for tensor in meta.get("network_data_format", {}).get("outputs", {}).values():
+        tensor["channel_def"] = {"0": "logit of codebook entry 0 (channel k: entry k), independent per position"}
 
 
 def export_bundle(run_dir: str | os.PathLike, out_dir: str | os.PathLike, version: str | None = None) -> dict[str, Any]:
@@ -186,6 +208,7 @@ def _write_metadata(
     spatial_size = [int(s) for s in settings["spatial_size"]]
     latent = list(latent_shape_of(BrainVQVAE(**recorded_ae), spatial_size)) if recorded_ae else spatial_size
     _data_formats(meta, spatial_size, latent, int(settings["num_embeddings"]))
+    _noise_input(meta, record.get(PRIOR_ID, {}))
     meta["eval_metrics"] = _eval_metrics(record_file.parent / "metrics.json", record, run)
     if version and version != meta.get("version"):
         meta["version"] = version

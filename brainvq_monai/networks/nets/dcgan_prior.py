@@ -72,9 +72,9 @@ class CodeMapGenerator(nn.Module):
         channels = _check_channels(channels, "dcgan#generator_channels")
         if int(noise_dim) < 1:
             raise BrainVQInputError("dcgan#noise_dim", f"must be >= 1, got {noise_dim}")
-        self.latent_shape = tuple(int(s) for s in latent_shape)
+        self.latent_shape: list[int] = [int(s) for s in latent_shape]
         steps = len(channels) - 1
-        self.base_shape = tuple(math.ceil(s / 2**steps) for s in self.latent_shape)
+        self.base_shape: list[int] = [math.ceil(s / 2**steps) for s in self.latent_shape]
         self.noise_dim = int(noise_dim)
         conv = Conv[Conv.CONV, spatial_dims]
         norm = nn.BatchNorm3d if spatial_dims == 3 else nn.BatchNorm2d
@@ -98,19 +98,22 @@ class CodeMapGenerator(nn.Module):
 
         Args:
             noise: ``(B, noise_dim)`` noise.
-            class_labels: ``(B,)`` class labels (conditional generators only).
+            class_labels: ``(B,)`` class labels (conditional generators; ``None`` uses the mean class embedding).
 
         Returns:
             ``(B, K, *latent_shape)`` logits.
         """
         x = noise
         if self.class_embedding is not None:
-            if class_labels is None:
-                raise BrainVQInputError("class_labels", "this DCGAN prior is conditional: pass a class label per map")
-            x = torch.cat([x, self.class_embedding(class_labels)], dim=1)
-        x = self.project(x).reshape(x.shape[0], -1, *self.base_shape)
+            if class_labels is None:  # no class given: the mean class embedding (the MONAI zoo's tools pass no labels)
+                embedding = self.class_embedding.weight.mean(0, keepdim=True).expand(x.shape[0], -1)
+            else:
+                embedding = self.class_embedding(class_labels)
+            x = torch.cat([x, embedding], dim=1)
+        x = self.project(x).reshape([x.shape[0], -1] + self.base_shape)
         x = self.blocks(F.relu(self.project_norm(x)))
-        x = x[(slice(None), slice(None), *(slice(0, s) for s in self.latent_shape))]
+        for dim, size in enumerate(self.latent_shape):  # crop the upsampled grid to the code map
+            x = x.narrow(2 + dim, 0, size)
         return self.head(x)
 
 
