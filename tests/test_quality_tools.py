@@ -275,7 +275,10 @@ def test_bundle_row_follows_the_bundle_configs():
         settings["spatial_size"] == vq["spatial_size"]
         and settings["vqvae_channels"] == vq["autoencoder_def"]["channels"]
     )
-    assert settings["learning_rate_prior"] == pr.get_parsed_content("learning_rate") == 5e-4 and settings["vqvae_budget_s"] == 120
+    assert (
+        settings["learning_rate_prior"] == pr.get_parsed_content("learning_rate") == 5e-4
+        and settings["vqvae_budget_s"] == 120
+    )
     for k, v in pr["prior_def"]["transformer"].items():
         if not str(v).startswith(("@", "$")):
             assert settings["transformer"][k] == v, k
