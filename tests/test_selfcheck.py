@@ -273,11 +273,12 @@ def test_training_figures_come_from_the_log():
 
 @pytest.mark.slow
 def test_tiny_cpu_run_reads_every_figure(tmp_path):
-    """The real subprocesses at test sizes on the CPU: the bundle trains, evaluates and samples, one benchmark
-    section runs, and the figures are read back from what they wrote."""
+    """The real subprocesses at test sizes on the CPU: the bundle trains and evaluates, and the figures are read back
+    from what they wrote (sampling and the benchmark steps are resolved by the dry run; their collectors read files
+    the bundle and benchmark tests check)."""
     out = tmp_path / "run"
-    steps = ["environment", "demo_data", "train_vqvae", "train_prior", "evaluate", "inference", "benchmark_sampling"]
-    args = ["selfcheck", "--tiny", "--device", "cpu", "--out", str(out), "--subjects", "6", "--train-s", "4"]
+    steps = ["environment", "demo_data", "train_vqvae", "train_prior", "evaluate"]
+    args = ["selfcheck", "--tiny", "--device", "cpu", "--out", str(out), "--subjects", "6", "--train-s", "3"]
     assert main([*args, "--steps", *steps]) == 0
     record = json.loads((out / RESULT_JSON).read_text())
     figures = {name: st["figures"] for name, st in record["steps"].items()}
@@ -286,7 +287,5 @@ def test_tiny_cpu_run_reads_every_figure(tmp_path):
     assert vq["epochs"] >= 1 and vq["images_per_s"] > 0 and vq["metrics"]["train_loss"]["last"] > 0
     assert prior["sequences_per_s"] > 0 and prior["metrics"]["val_nll"]["last"] > 0
     assert {"test_ssim", "test_psnr"} <= set(figures["evaluate"]["reconstruction"])
-    assert figures["inference"]["images"] > 0 and list((out / "samples").glob("sample_*"))
-    assert figures["benchmark_sampling"]["report"]["sections"]["sampling"]
     page = (out / RESULT_MARKDOWN).read_text()
-    assert "## To paste" in page and "### sampling" in page and "== sampling" in page
+    assert "## To paste" in page and "| `evaluate` | passed |" in page
