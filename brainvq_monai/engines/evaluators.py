@@ -78,6 +78,19 @@ class _BrainVQEvaluator(SupervisedEvaluator):
         )
         self.use_amp = amp
         self.channels_last = channels_last
+        self.seed = 0
+        self.generator: torch.Generator | None = None
+
+    def run_generator(self) -> torch.Generator:
+        """The random generator of this run's draws: seeded with ``self.seed`` at the run's first iteration, so every
+        run (e.g. each validation of a training run) draws the same maps.
+
+        Returns:
+            the ``torch.Generator`` on the network's device.
+        """
+        if self.generator is None or self.state.iteration == 1:
+            self.generator = torch.Generator(device=device_of(self.network)).manual_seed(self.seed)
+        return self.generator
 
 
 class VQVAEEvaluator(_BrainVQEvaluator):
@@ -207,18 +220,15 @@ class GeneratedCodesEvaluator(PriorEvaluator):
     def __init__(self, *args: Any, seed: int = 0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.seed = int(seed)
-        self.generator: torch.Generator | None = None
 
     def _iteration(self, engine: GeneratedCodesEvaluator, batchdata: dict[str, torch.Tensor]) -> dict:  # type: ignore[override]
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
         codes, labels = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking)
         labels = labels if getattr(unwrap(engine.network), "num_classes", None) else None
-        if engine.generator is None or engine.state.iteration == 1:
-            engine.generator = torch.Generator(device=device_of(engine.network)).manual_seed(engine.seed)
         with torch.no_grad(), autocast(engine.state.device, engine.use_amp):
             fake = engine.inferer.sample_codes(
-                unwrap(engine.network), codes.shape[0], codes.shape[1:], labels, generator=engine.generator
+                unwrap(engine.network), codes.shape[0], codes.shape[1:], labels, generator=engine.run_generator()
             )
         engine.state.output = {Keys.IMAGE: codes, Keys.PRED: fake, Keys.LABEL: labels}
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
@@ -286,14 +296,11 @@ class SamplingEvaluator(_BrainVQEvaluator):
         self.top_k = top_k
         self.top_p = top_p
         self.seed = int(seed)
-        self.generator: torch.Generator | None = None
 
     def _iteration(self, engine: SamplingEvaluator, batchdata: dict[str, Any]) -> dict:  # type: ignore[override]
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
         labels, names = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking)
-        if engine.generator is None or engine.state.iteration == 1:
-            engine.generator = torch.Generator(device=device_of(engine.network)).manual_seed(engine.seed)
         conditional = bool(getattr(unwrap(engine.network), "num_classes", None))
         images = engine.inferer.sample(
             engine.autoencoder,
@@ -303,7 +310,7 @@ class SamplingEvaluator(_BrainVQEvaluator):
             labels if conditional else None,
             engine.temperature,
             engine.top_k,
-            generator=engine.generator,
+            generator=engine.run_generator(),
             top_p=engine.top_p,
         )
         engine.state.output = {Keys.PRED: images, Keys.LABEL: labels if conditional else None, "name": names}
@@ -382,21 +389,18 @@ class AnomalyEvaluator(_BrainVQEvaluator):
         self.class_label = None if class_label is None else int(class_label)
         self.threshold, self.region_box, self.brain_threshold = threshold, region_box, brain_threshold
         self.interpolation_mode, self.sigma, self.seed = interpolation_mode, sigma, int(seed)
-        self.generator: torch.Generator | None = None
 
     @torch.no_grad()
     def _iteration(self, engine: AnomalyEvaluator, batchdata: dict[str, Any]) -> dict:  # type: ignore[override]
         if batchdata is None or engine.image_key not in batchdata:
             raise BrainVQInputError("data", f"batch without '{engine.image_key}'")
-        if engine.generator is None or engine.state.iteration == 1:
-            engine.generator = torch.Generator(device=device_of(engine.network)).manual_seed(engine.seed)
         image = batchdata[engine.image_key]
         x = plain_tensor(torch.as_tensor(image)).float().to(device_of(engine.autoencoder))
         n = x.shape[0]
         labels = None if engine.class_label is None else torch.full((n,), engine.class_label, dtype=torch.long)
         vqvae, prior = engine.autoencoder, engine.network
         nll = engine.inferer.get_anomaly_map(x, vqvae, prior, labels, engine.interpolation_mode).to(x.device)
-        healed = engine.inferer.heal(x, vqvae, prior, engine.threshold, labels, generator=engine.generator)
+        healed = engine.inferer.heal(x, vqvae, prior, engine.threshold, labels, generator=engine.run_generator())
         residual = residual_map(x, healed.image, healed.resampled, engine.sigma, engine.interpolation_mode)
         residual = residual.mean(1, keepdim=True)
         brain = brain_mask(x, engine.brain_threshold, dilation=0)

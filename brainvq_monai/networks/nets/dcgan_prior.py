@@ -369,11 +369,3 @@ class DCGANPrior(CodeMapPrior):
         for avg, new in zip(self.generator_ema.buffers(), self.generator.buffers()):
             avg.copy_(new)
         self.ema_updates += 1
-
-    def generator_parameters(self) -> list[nn.Parameter]:
-        """The generator's trainable parameters."""
-        return list(self.generator.parameters())
-
-    def discriminator_parameters(self) -> list[nn.Parameter]:
-        """The discriminator's trainable parameters."""
-        return list(self.discriminator.parameters())
